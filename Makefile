@@ -1,0 +1,23 @@
+VENV ?= .venv
+PY = $(VENV)/bin/python
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: setup.py package.xml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[dev,train,runtime]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/swarm-rl demo --out results/demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/swarm-rl bench sim
+
+clean:
+	rm -rf $(VENV) build/ *.egg-info results/

@@ -1,0 +1,64 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "swarm_rl"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    description=(
+        "Multi-agent RL control stack for Crazyflie quadrotor swarms "
+        "(simulation, training, ONNX export, ROS 2 nodes, firmware export)"
+    ),
+    maintainer="swarm_rl developers",
+    maintainer_email="swarm-rl@users.noreply.github.com",
+    license="Apache-2.0",
+    packages=find_packages(
+        include=[
+            "swarm_rl",
+            "swarm_rl.*",
+            "sim",
+            "sim.*",
+            "ros_nodes",
+            "ros_nodes.*",
+            "firmware_export",
+            "firmware_export.*",
+        ]
+    ),
+    package_data={"sim": ["models/*.yaml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", sorted(glob("launch/*.launch.py"))),
+        ("share/" + package_name + "/config", sorted(glob("config/*.yaml"))),
+        (
+            "share/" + package_name + "/policies",
+            sorted(glob("policies/*.onnx") + glob("policies/*.md")),
+        ),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "pyyaml>=6",
+        "pybullet>=3.2.6",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+        "pettingzoo>=1.24",
+        "gymnasium>=0.29",
+        "typer>=0.12",
+    ],
+    extras_require={
+        "train": ["torch==2.13.0", "tensorboard>=2.14", "onnx>=1.16"],
+        "runtime": ["onnxruntime>=1.17"],
+        "dds": ["cyclonedds>=0.10"],
+        "crazyflie": ["cflib>=0.1.32"],
+        "dev": ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2", "ruff>=0.5"],
+    },
+    entry_points={
+        "console_scripts": [
+            "swarm-rl = swarm_rl.cli:main",
+        ],
+    },
+    zip_safe=True,
+)
