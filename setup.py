@@ -40,6 +40,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "numpy>=1.24",
+        "numba>=0.59",
         "pyyaml>=6",
         "pybullet>=3.2.6",
         "matplotlib>=3.7",

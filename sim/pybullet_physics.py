@@ -2,17 +2,19 @@
 
 Each environment is its own PyBullet client (headless ``DIRECT`` by default, ``GUI`` on request)
 holding a floor, four walls and a ceiling, obstacle columns and N drones with the Crazyflie's
-collision cylinder, mass and inertia. Every step applies each motor's thrust at that motor's
-position, the rotor drag torque, drag and downwash as external forces, then lets Bullet
-integrate the motion and resolve contacts.
+collision cylinder, mass and inertia. Every step sums the four motors' thrusts (with ground
+effect), drag and downwash into one force at the centre of mass and the motors' roll, pitch and
+yaw torques into one torque (:func:`sim.forces.body_wrench`), applies both, then lets Bullet
+integrate the motion and resolve contacts. (Applying each motor's force at its own position is
+equivalent but costs four API calls per drone instead of one.)
 """
 from __future__ import annotations
 
 import numpy as np
 import pybullet as pb
 
-from sim.forces import (YAW_SIGNS, Effects, downwash_force_world, drag_force_world,
-                        ground_effect_thrust, motor_lag)
+from sim.forces import (YAW_SIGNS, Effects, body_wrench, downwash_force_world,
+                        drag_force_world, ground_effect_thrust, motor_lag)
 from sim.state import DroneParams, SwarmState
 from sim.world import Collisions, World
 
@@ -108,14 +110,17 @@ class PyBulletPhysics:
         size = hi - lo
         centre = (hi + lo) / 2
         t = WALL_THICKNESS_M
+        slab_xy = [size[0] / 2 + t, size[1] / 2 + t, t / 2]
+        wall_x = [t / 2, size[1] / 2 + t, size[2] / 2]
+        wall_y = [size[0] / 2 + t, t / 2, size[2] / 2]
+        cx, cy, cz = centre
         boxes = {
-            "floor": ([size[0] / 2 + t, size[1] / 2 + t, t / 2], [centre[0], centre[1], -t / 2]),
-            "ceiling": ([size[0] / 2 + t, size[1] / 2 + t, t / 2],
-                        [centre[0], centre[1], hi[2] + t / 2]),
-            "wall-x-": ([t / 2, size[1] / 2 + t, size[2] / 2], [lo[0] - t / 2, centre[1], centre[2]]),
-            "wall-x+": ([t / 2, size[1] / 2 + t, size[2] / 2], [hi[0] + t / 2, centre[1], centre[2]]),
-            "wall-y-": ([size[0] / 2 + t, t / 2, size[2] / 2], [centre[0], lo[1] - t / 2, centre[2]]),
-            "wall-y+": ([size[0] / 2 + t, t / 2, size[2] / 2], [centre[0], hi[1] + t / 2, centre[2]]),
+            "floor": (slab_xy, [cx, cy, -t / 2]),
+            "ceiling": (slab_xy, [cx, cy, hi[2] + t / 2]),
+            "wall-x-": (wall_x, [lo[0] - t / 2, cy, cz]),
+            "wall-x+": (wall_x, [hi[0] + t / 2, cy, cz]),
+            "wall-y-": (wall_y, [cx, lo[1] - t / 2, cz]),
+            "wall-y+": (wall_y, [cx, hi[1] + t / 2, cz]),
         }
         for name, (half, pos) in boxes.items():
             shape = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=half, physicsClientId=c.cid)
@@ -153,42 +158,40 @@ class PyBulletPhysics:
         model = p.model
         cmd = np.clip(cmd_n, 0.0, p.max_thrust_n[..., None])
         s.thrust = motor_lag(s.thrust, cmd, p.motor_tau_s, dt)
-        r_body = model.motor_positions_body()
-        motor_pos = s.pos[..., None, :] + np.einsum("...ij,mj->...mi", s.rot, r_body)
         thrust = s.thrust
         if self.effects.ground_effect:
-            thrust = thrust + ground_effect_thrust(thrust, motor_pos[..., 2], model)
-        motor_force = s.rot[..., None, :, 2] * thrust[..., None]
-        yaw = model.yaw_torque_per_thrust_m * (s.thrust @ YAW_SIGNS)
-        torque = s.rot[..., :, 2] * yaw[..., None]
-        extra = np.zeros_like(s.pos)
+            motor_z = s.pos[..., None, 2] + np.einsum("...j,mj->...m", s.rot[..., 2, :],
+                                                      model.motor_positions_body())
+            thrust = thrust + ground_effect_thrust(thrust, motor_z, model)
+        collective, torque_body = body_wrench(thrust, model)
+        torque_body[..., 2] = model.yaw_torque_per_thrust_m * (s.thrust @ YAW_SIGNS)
+        force = s.rot[..., :, 2] * collective[..., None]
         if self.effects.drag:
-            extra += drag_force_world(s.rot, s.vel, s.thrust, p.kf_n_per_rpm2, model)
+            force += drag_force_world(s.rot, s.vel, s.thrust, p.kf_n_per_rpm2, model)
         if self.effects.downwash:
-            extra += downwash_force_world(s.pos, model)
+            force += downwash_force_world(s.pos, model)
+        torque = np.einsum("...ij,...j->...i", s.rot, torque_body)
+        force_l, pos_l, torque_l = force.tolist(), s.pos.tolist(), torque.tolist()
         for e, c in enumerate(self._clients):
             for i, body in enumerate(c.drones):
-                for m in range(4):
-                    pb.applyExternalForce(body, -1, motor_force[e, i, m].tolist(),
-                                          motor_pos[e, i, m].tolist(), pb.WORLD_FRAME,
-                                          physicsClientId=c.cid)
-                pb.applyExternalForce(body, -1, extra[e, i].tolist(), s.pos[e, i].tolist(),
-                                      pb.WORLD_FRAME, physicsClientId=c.cid)
-                pb.applyExternalTorque(body, -1, torque[e, i].tolist(), pb.WORLD_FRAME,
+                pb.applyExternalForce(body, -1, force_l[e][i], pos_l[e][i], pb.WORLD_FRAME,
+                                      physicsClientId=c.cid)
+                pb.applyExternalTorque(body, -1, torque_l[e][i], pb.WORLD_FRAME,
                                        physicsClientId=c.cid)
             pb.stepSimulation(physicsClientId=c.cid)
         self._read_back()
 
     def _read_back(self) -> None:
+        poses, vels = [], []
+        for c in self._clients:
+            for body in c.drones:
+                poses.append(pb.getBasePositionAndOrientation(body, physicsClientId=c.cid))
+                vels.append(pb.getBaseVelocity(body, physicsClientId=c.cid))
         s = self._state
-        quat = np.empty(self.shape + (4,))
-        omega_world = np.empty(self.shape + (3,))
-        for e, c in enumerate(self._clients):
-            for i, body in enumerate(c.drones):
-                pos, q = pb.getBasePositionAndOrientation(body, physicsClientId=c.cid)
-                vel, ang = pb.getBaseVelocity(body, physicsClientId=c.cid)
-                s.pos[e, i], quat[e, i], s.vel[e, i], omega_world[e, i] = pos, q, vel, ang
-        s.rot = quat_to_rot(quat)
+        s.pos = np.array([p for p, _ in poses]).reshape(self.shape + (3,))
+        s.rot = quat_to_rot(np.array([q for _, q in poses]).reshape(self.shape + (4,)))
+        s.vel = np.array([v for v, _ in vels]).reshape(self.shape + (3,))
+        omega_world = np.array([w for _, w in vels]).reshape(self.shape + (3,))
         s.omega = np.einsum("...ji,...j->...i", s.rot, omega_world)
 
     def collisions(self) -> Collisions:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from sim.crazyflie import QuadParams
+from sim.jit import kernel
 
 
 @dataclass
@@ -66,6 +68,38 @@ def obstacle_distance_xy(points_xy: np.ndarray, world: World) -> np.ndarray:
     return d.reshape(points_xy.shape[:-1])
 
 
+@kernel
+def _pair_kernel(pos, radius, height, nearest, contact):
+    e_count, n = pos.shape[0], pos.shape[1]
+    for flat in numba.prange(e_count * n):
+        e = flat // n
+        i = flat % n
+        best = np.inf
+        touch = False
+        for j in range(n):
+            if j == i:
+                continue
+            dx = pos[e, j, 0] - pos[e, i, 0]
+            dy = pos[e, j, 1] - pos[e, i, 1]
+            dz = pos[e, j, 2] - pos[e, i, 2]
+            dxy2 = dx * dx + dy * dy
+            best = min(best, np.sqrt(dxy2 + dz * dz))
+            if dxy2 < 4.0 * radius * radius and abs(dz) < height:
+                touch = True
+        nearest[e, i] = best
+        contact[e, i] = touch
+
+
+def pair_stats(pos: np.ndarray, model: QuadParams) -> tuple[np.ndarray, np.ndarray]:
+    """For drones (E, N, 3): distance to the nearest swarm-mate (E, N) in metres (inf when
+    alone) and whether each drone's collision cylinder touches another's (E, N) bool."""
+    nearest = np.empty(pos.shape[:2])
+    contact = np.empty(pos.shape[:2], bool)
+    _pair_kernel(pos.shape[0] * pos.shape[1], np.ascontiguousarray(pos, dtype=np.float64),
+                 model.collision_radius_m, model.collision_height_m, nearest, contact)
+    return nearest, contact
+
+
 def detect_collisions(pos: np.ndarray, world: World, model: QuadParams) -> Collisions:
     """Contacts of level collision cylinders (radius r, height h, centred on ``pos`` (E, N, 3)).
 
@@ -74,11 +108,7 @@ def detect_collisions(pos: np.ndarray, world: World, model: QuadParams) -> Colli
     the floor when its centre is below h/2, a wall or the ceiling when it is within r (h/2).
     """
     r, h = model.collision_radius_m, model.collision_height_m
-    delta = pairwise_delta(pos)
-    n = pos.shape[1]
-    close = (np.linalg.norm(delta[..., :2], axis=-1) < 2 * r) & (np.abs(delta[..., 2]) < h)
-    close &= ~np.eye(n, dtype=bool)
-    drone = close.any(axis=-1)
+    drone = pair_stats(pos, model)[1]
     obstacle = obstacle_distance_xy(pos[..., :2], world) < r
     floor = pos[..., 2] < h / 2
     lo, hi = world.lower, world.upper

@@ -1,0 +1,187 @@
+"""Batched swarm environment: E synchronous episodes of N drones, one physics backend.
+
+One robot's data path inside the simulator: ``step(actions)`` turns each drone's normalised
+action into motor thrusts (``motors`` mode directly, ``velocity`` mode through the simulated
+onboard controller), advances the physics ``substeps`` times, then computes collisions,
+per-agent rewards, metrics and the next observations with :func:`sim.observation.observe_swarm`.
+
+Episodes have a fixed length and all E run in lock-step, so they end together; the step that
+ends them returns ``truncated`` True, the final observations and the episode metrics in
+``info``, and the first observations of fresh episodes as ``obs``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.batched_physics import BatchedPhysics
+from sim.config import EnvConfig
+from sim.controller import VelocityController
+from sim.crazyflie import load_model
+from sim.forces import Effects
+from sim.metrics import EpisodeMetrics
+from sim.observation import ObsLayout, SensorNoise, observe_swarm
+from sim.physics import Physics
+from sim.rewards import swarm_rewards
+from sim.scenarios import ScenarioInstance, make_scenario
+from sim.state import DroneParams, SwarmState
+from sim.world import obstacle_distance_xy, pair_stats
+
+BACKENDS = ("batched", "pybullet")
+
+
+def make_physics(backend: str, num_envs: int, num_drones: int, dt_s: float, effects: Effects,
+                 gui: bool = False) -> Physics:
+    """The physics engine named ``backend`` (``batched`` or ``pybullet``)."""
+    if backend == "batched":
+        if gui:
+            raise ValueError("gui: only the pybullet backend has a viewer")
+        return BatchedPhysics(num_envs, num_drones, dt_s, effects)
+    if backend == "pybullet":
+        from sim.pybullet_physics import PyBulletPhysics
+        return PyBulletPhysics(num_envs, num_drones, dt_s, effects, gui=gui)
+    raise ValueError(f"backend: unknown backend '{backend}'; allowed: {', '.join(BACKENDS)}")
+
+
+@dataclass
+class StepResult:
+    obs: np.ndarray
+    """(E, N, obs_dim) float32."""
+    reward: np.ndarray
+    """(E, N) per-agent reward."""
+    terminated: np.ndarray
+    """(E, N) always False: drones are never removed mid-episode."""
+    truncated: np.ndarray
+    """(E, N) True on the last step of an episode."""
+    info: dict
+
+
+class SwarmVecEnv:
+    """E swarm episodes stepped together; the batched vector-env interface for training."""
+
+    def __init__(self, cfg: EnvConfig, num_envs: int = 1, backend: str = "batched",
+                 seed: int = 0, gui: bool = False) -> None:
+        cfg.validate()
+        if num_envs < 1:
+            raise ValueError(f"num_envs: must be >= 1, got {num_envs}")
+        self.cfg = cfg
+        self.num_envs = num_envs
+        self.num_drones = cfg.num_drones
+        self.model = load_model(cfg.model)
+        self.layout = ObsLayout(cfg.neighbours_k)
+        self.physics_dt_s = 1.0 / cfg.physics_hz
+        self.control_dt_s = 1.0 / cfg.control_hz
+        shape = (num_envs, cfg.num_drones)
+        effects = Effects(cfg.effects.drag, cfg.effects.ground_effect, cfg.effects.downwash)
+        self.physics = make_physics(backend, num_envs, cfg.num_drones, self.physics_dt_s,
+                                    effects, gui)
+        self.controller = VelocityController(self.model, shape, self.physics_dt_s)
+        self.metrics = EpisodeMetrics(num_envs, cfg.num_drones, cfg.control_hz, cfg.grace_s,
+                                      cfg.success_radius_m)
+        n = cfg.noise
+        self.noise = SensorNoise(n.pos_sigma_m, n.vel_sigma_mps, n.gyro_sigma_rad_s) \
+            if n.enabled else SensorNoise()
+        self.collision_scale = 1.0
+        self.rng = np.random.default_rng(seed)
+        self.scenario: ScenarioInstance | None = None
+        self.params: DroneParams | None = None
+        self.step_count = 0
+
+    @property
+    def obs_dim(self) -> int:
+        return self.layout.dim
+
+    @property
+    def action_dim(self) -> int:
+        return 4
+
+    @property
+    def action_low(self) -> np.ndarray:
+        """Lower action bound: motors [0, 1] of max thrust; velocity [-1, 1] of max speed/rate."""
+        return np.full(4, 0.0 if self.cfg.action_mode == "motors" else -1.0, np.float32)
+
+    @property
+    def action_high(self) -> np.ndarray:
+        return np.ones(4, np.float32)
+
+    def hover_action(self) -> np.ndarray:
+        """(E, N, 4) normalised action that holds a nominal drone in place."""
+        shape = (self.num_envs, self.num_drones, 4)
+        if self.cfg.action_mode == "velocity":
+            return np.zeros(shape, np.float32)
+        return np.full(shape, 1.0 / self.model.thrust_to_weight, np.float32)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start fresh episodes in every environment; returns observations (E, N, obs_dim)."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        cfg, shape = self.cfg, (self.num_envs, self.num_drones)
+        self.scenario = make_scenario(cfg, self.rng, self.num_envs)
+        r = cfg.randomisation
+        self.params = DroneParams.randomised(self.model, shape, self.rng, r.mass_frac,
+                                             r.thrust_frac, r.motor_tau_frac)
+        state = SwarmState.hovering(self.scenario.spawn, self.params)
+        self.physics.reset(state, self.params, self.scenario.world)
+        self.controller.reset(state.rot)
+        self.metrics.reset()
+        self.step_count = 0
+        return self._observe()
+
+    def goals(self) -> np.ndarray:
+        """(E, N, 3) current goals."""
+        return self.scenario.goals.at(self.step_count * self.control_dt_s)
+
+    def _observe(self) -> np.ndarray:
+        s = self.physics.state()
+        world = self.scenario.world
+        return observe_swarm(s.pos, s.vel, s.rot, s.omega, self.goals(),
+                             lambda pts: obstacle_distance_xy(pts, world), self.layout,
+                             self.cfg.neighbour_range_m, self.noise, self.rng)
+
+    def _motor_commands(self, action: np.ndarray) -> np.ndarray:
+        if self.cfg.action_mode == "motors":
+            return action * self.params.max_thrust_n[..., None]
+        s = self.physics.state()
+        return self.controller(s.vel, s.rot, s.omega, action[..., :3] * self.cfg.max_speed_mps,
+                               action[..., 3] * self.cfg.max_yaw_rate_rad_s)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Apply normalised actions (E, N, 4) for one control period."""
+        if self.scenario is None:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions, dtype=float)
+        expected = (self.num_envs, self.num_drones, 4)
+        if actions.shape != expected:
+            raise ValueError(f"actions: expected shape {expected}, got {actions.shape}")
+        if not np.isfinite(actions).all():
+            raise ValueError("actions: contain NaN or inf")
+        actions = np.clip(actions, self.action_low, self.action_high)
+        for _ in range(self.cfg.substeps):
+            self.physics.step(self._motor_commands(actions))
+        self.step_count += 1
+
+        s = self.physics.state()
+        collisions = self.physics.collisions()
+        goal_dist = np.linalg.norm(s.pos - self.goals(), axis=-1)
+        nearest = pair_stats(s.pos, self.model)[0]
+        effort = actions - self.hover_action()
+        rewards = swarm_rewards(self.cfg.reward, self.control_dt_s, goal_dist, s.rot, s.omega,
+                                np.einsum("...i,...i->...", effort, effort), collisions,
+                                nearest, 2 * self.model.collision_radius_m,
+                                self.collision_scale)
+        self.metrics.update(goal_dist, collisions, nearest)
+        info = {"reward_terms": rewards, "collisions": collisions}
+        done = self.step_count >= self.cfg.episode_steps
+        truncated = np.full((self.num_envs, self.num_drones), done)
+        obs = self._observe()
+        if done:
+            info["final_obs"] = obs
+            info["episode"] = self.metrics.summary()
+            obs = self.reset()
+        return StepResult(obs, rewards["total"], np.zeros_like(truncated), truncated, info)
+
+    def close(self) -> None:
+        close = getattr(self.physics, "close", None)
+        if close is not None:
+            close()
