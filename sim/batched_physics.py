@@ -135,7 +135,8 @@ class BatchedPhysics:
         self._world: World | None = None
 
     def reset(self, state: SwarmState, params: DroneParams, world: World) -> None:
-        self._state = SwarmState(*(np.ascontiguousarray(a, dtype=np.float64) for a in (
+        # np.array copies (ascontiguousarray would alias the caller's arrays and step them).
+        self._state = SwarmState(*(np.array(a, dtype=np.float64, order="C") for a in (
             state.pos, state.vel, state.rot, state.omega, state.thrust)))
         self._params, self._world = params, world
         self._lag_alpha = (1.0 - np.exp(-self.dt_s / params.motor_tau_s)).reshape(-1)

@@ -158,6 +158,17 @@ class EnvConfig:
              f"must be > 0, got {self.spawn_min_separation_m}")
         need(self.max_speed_mps > 0 and self.max_yaw_rate_rad_s > 0, "max_speed_mps",
              "velocity-mode scales must be > 0")
+        need(self.goal_speed_mps >= 0, "goal_speed_mps",
+             f"must be >= 0, got {self.goal_speed_mps}")
+        need(self.spawn_area_m > 0, "spawn_area_m", f"must be > 0, got {self.spawn_area_m}")
+        need(self.success_radius_m > 0, "success_radius_m",
+             f"must be > 0, got {self.success_radius_m}")
+        need(self.grace_s >= 0, "grace_s", f"must be >= 0, got {self.grace_s}")
+        need(len(self.obstacle_area_m) == 2 and all(v > 0 for v in self.obstacle_area_m),
+             "obstacle_area_m", f"must be two lengths > 0 (x, y), got {self.obstacle_area_m}")
+        for name in ("pos_sigma_m", "vel_sigma_mps", "gyro_sigma_rad_s"):
+            value = getattr(self.noise, name)
+            need(value >= 0, f"noise.{name}", f"must be >= 0, got {value}")
         for name in ("mass_frac", "thrust_frac", "motor_tau_frac"):
             value = getattr(self.randomisation, name)
             need(0.0 <= value < 1.0, f"randomisation.{name}", f"must be in [0, 1), got {value}")
@@ -206,7 +217,7 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
             if not isinstance(value, str):
                 raise ConfigError(f"{name}: expected a string, got {value!r}")
             return value
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{name}: cannot read {value!r} as {hint.__name__}") from exc

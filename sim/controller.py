@@ -20,7 +20,7 @@ from sim.forces import mixer
 class VelocityGains:
     vel_p: float = 4.0
     """Velocity error -> acceleration (1/s)."""
-    vel_i: float = 2.0
+    vel_i: float = 4.0
     """Integrated velocity error -> acceleration (1/s^2)."""
     att_p: float = 12.0
     """Attitude error -> body rate (1/s)."""

@@ -94,7 +94,7 @@ class PyBulletPhysics:
         self._clients = []
 
     def __del__(self) -> None:
-        if pb.isConnected is not None:
+        if self._clients and pb is not None:
             self.close()
 
     def reset(self, state: SwarmState, params: DroneParams, world: World) -> None:
@@ -164,6 +164,7 @@ class PyBulletPhysics:
                                                       model.motor_positions_body())
             thrust = thrust + ground_effect_thrust(thrust, motor_z, model)
         collective, torque_body = body_wrench(thrust, model)
+        # Rotor drag torque follows the rotors' own thrust; ground effect adds lift only.
         torque_body[..., 2] = model.yaw_torque_per_thrust_m * (s.thrust @ YAW_SIGNS)
         force = s.rot[..., :, 2] * collective[..., None]
         if self.effects.drag:

@@ -17,6 +17,8 @@ from sim.errors import ConfigError
 from sim.world import World
 
 MIN_GOAL_HEIGHT_M = 0.4
+ROOM_MARGIN_M = 0.3
+"""Spawns and goals keep this far from the walls and the ceiling."""
 
 
 @dataclass
@@ -53,7 +55,7 @@ def formation(shape: str, n: int, spacing_m: float) -> np.ndarray:
     """(n, 3) offsets of a formation centred on the origin, neighbours ``spacing_m`` apart."""
     i = np.arange(n)
     if shape == "circle":
-        radius = max(spacing_m * n / (2 * np.pi), spacing_m / 2) if n > 1 else 0.0
+        radius = spacing_m / (2 * np.sin(np.pi / n)) if n > 1 else 0.0  # chord = spacing
         angle = 2 * np.pi * i / max(n, 1)
         return np.stack([radius * np.cos(angle), radius * np.sin(angle), 0 * angle], -1)
     if shape == "line":
@@ -122,21 +124,39 @@ def _spawn_box(cfg: EnvConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _formation_goals(cfg: EnvConfig, rng: np.random.Generator, e: int) -> np.ndarray:
+    """Formations at random yaw, centred within 1 m of the room's axis and inside the room.
+
+    ``random`` draws among the shapes that fit the room in any rotation; a named shape that
+    does not fit raises :class:`ConfigError`.
+    """
     n = cfg.num_drones
-    shapes = [s for s in FORMATIONS if s != "random"] if cfg.formation == "random" else [
+    half_xy = min(cfg.room_size_m[:2]) / 2 - ROOM_MARGIN_M
+    candidates = [s for s in FORMATIONS if s != "random"] if cfg.formation == "random" else [
         cfg.formation]
+    shapes, radii = [], []
+    for name in candidates:
+        offsets = formation(name, n, cfg.formation_spacing_m)
+        radius_xy = np.linalg.norm(offsets[:, :2], axis=-1).max()
+        top = max(cfg.goal_height_m, MIN_GOAL_HEIGHT_M - offsets[:, 2].min()) + offsets[:, 2].max()
+        if radius_xy <= half_xy and top <= cfg.room_size_m[2] - ROOM_MARGIN_M:
+            shapes.append(offsets)
+            radii.append(radius_xy)
+    if not shapes:
+        raise ConfigError(f"formation: a '{cfg.formation}' formation of {n} drones "
+                          f"{cfg.formation_spacing_m} m apart does not fit the {cfg.room_size_m} "
+                          "m room; enlarge room_size_m or shrink formation_spacing_m")
     chosen = rng.integers(len(shapes), size=e)
-    offsets = np.stack([formation(shapes[c], n, cfg.formation_spacing_m) for c in chosen])
-    offsets = _rotate_z(offsets, rng.uniform(-np.pi, np.pi, e))
+    offsets = _rotate_z(np.stack(shapes)[chosen], rng.uniform(-np.pi, np.pi, e))
     centre = np.zeros((e, 1, 3))
-    centre[..., :2] = rng.uniform(-1.0, 1.0, (e, 1, 2))
+    shift_m = np.minimum(1.0, half_xy - np.array(radii)[chosen])
+    centre[..., :2] = rng.uniform(-1.0, 1.0, (e, 1, 2)) * shift_m[:, None, None]
     low = MIN_GOAL_HEIGHT_M - offsets[..., 2].min(axis=1, keepdims=True)
     centre[..., 2] = np.maximum(cfg.goal_height_m, low)
     return offsets + centre
 
 
 def _check_inside(cfg: EnvConfig, points: np.ndarray, what: str) -> None:
-    margin = 0.3
+    margin = ROOM_MARGIN_M
     half = np.array(cfg.room_size_m[:2]) / 2 - margin
     too_high = points[..., 2] > cfg.room_size_m[2] - margin
     if (np.abs(points[..., :2]) > half).any() or too_high.any():
@@ -167,7 +187,8 @@ def static_formation(cfg: EnvConfig, rng: np.random.Generator, e: int) -> Scenar
 def swap_goals(cfg: EnvConfig, rng: np.random.Generator, e: int) -> ScenarioInstance:
     """Drones start on a circle and fly to the opposite point: every path crosses the centre."""
     n = cfg.num_drones
-    radius = max(cfg.spawn_min_separation_m * n / (2 * np.pi), 1.0)
+    chord_radius = cfg.spawn_min_separation_m / (2 * np.sin(np.pi / n)) if n > 1 else 0.0
+    radius = max(chord_radius, 1.0)  # neighbours on the circle >= spawn_min_separation_m apart
     angle = 2 * np.pi * np.arange(n) / n + rng.uniform(-np.pi, np.pi, (e, 1))
     height = rng.uniform(*cfg.spawn_height_m, (e, 1))
     spawn = np.stack([radius * np.cos(angle), radius * np.sin(angle),
@@ -179,16 +200,28 @@ def swap_goals(cfg: EnvConfig, rng: np.random.Generator, e: int) -> ScenarioInst
 
 
 def dynamic_goals(cfg: EnvConfig, rng: np.random.Generator, e: int) -> ScenarioInstance:
-    """A formation whose centre follows a random Lissajous curve at ``goal_speed_mps`` peak."""
+    """A formation whose centre follows a random Lissajous curve at ``goal_speed_mps`` peak.
+
+    Amplitudes shrink where needed so that every goal stays inside the room at all times.
+    """
     inst = static_formation(cfg, rng, e)
     amplitude = np.zeros((e, 1, 3))
     amplitude[..., :2] = rng.uniform(0.5, 1.5, (e, 1, 2))
     amplitude[..., 2] = rng.uniform(0.0, 0.3, (e, 1))
-    speed_share = np.sqrt(3.0)
-    omega = cfg.goal_speed_mps / (speed_share * np.maximum(amplitude, 1e-6))
-    omega[..., 2] = np.where(amplitude[..., 2] > 0, omega[..., 2], 0.0)
     phase = rng.uniform(-np.pi, np.pi, (e, 1, 3))
-    inst.goals = Goals(inst.goals.base, amplitude, omega, phase)
+    # the offset A (sin(w t + phase) - sin(phase)) spans [-A (1 + sin phase), A (1 - sin phase)]
+    base = inst.goals.base
+    x, y, z = cfg.room_size_m
+    upper = np.array([x / 2, y / 2, z]) - ROOM_MARGIN_M
+    lower = np.array([-upper[0], -upper[1], MIN_GOAL_HEIGHT_M])
+    sin_phase = np.sin(phase)
+    room_up = (upper - base.max(axis=1, keepdims=True)) / np.maximum(1.0 - sin_phase, 1e-9)
+    room_down = (base.min(axis=1, keepdims=True) - lower) / np.maximum(1.0 + sin_phase, 1e-9)
+    amplitude = np.clip(np.minimum(amplitude, np.minimum(room_up, room_down)), 0.0, None)
+    speed_share = np.sqrt(3.0)
+    omega = np.where(amplitude > 1e-6,
+                     cfg.goal_speed_mps / (speed_share * np.maximum(amplitude, 1e-6)), 0.0)
+    inst.goals = Goals(base, amplitude, omega, phase)
     return inst
 
 

@@ -105,16 +105,17 @@ def detect_collisions(pos: np.ndarray, world: World, model: QuadParams) -> Colli
 
     Two drones touch when their axes are closer than 2r and their centres closer than h
     vertically; a drone touches a column when its axis is within r of the column's surface,
-    the floor when its centre is below h/2, a wall or the ceiling when it is within r (h/2).
+    the floor when its centre is at or below h/2, a wall or the ceiling when it is within r
+    (h/2) or touching it. Touching counts because the batched engine stops a drone exactly there.
     """
     r, h = model.collision_radius_m, model.collision_height_m
     drone = pair_stats(pos, model)[1]
     obstacle = obstacle_distance_xy(pos[..., :2], world) < r
-    floor = pos[..., 2] < h / 2
+    floor = pos[..., 2] <= h / 2
     lo, hi = world.lower, world.upper
     margin = np.array([r, r, h / 2])
-    wall = ((pos[..., :2] < lo[:2] + margin[:2]) | (pos[..., :2] > hi[:2] - margin[:2])).any(-1)
-    wall |= pos[..., 2] > hi[2] - margin[2]
+    wall = ((pos[..., :2] <= lo[:2] + margin[:2]) | (pos[..., :2] >= hi[:2] - margin[:2])).any(-1)
+    wall |= pos[..., 2] >= hi[2] - margin[2]
     return Collisions(drone, obstacle, floor, wall)
 
 

@@ -1,0 +1,156 @@
+"""Scenarios: separated spawns inside the room, obstacle fields, formations and moving goals."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.config import FORMATIONS, SCENARIOS, make_config
+from sim.errors import ConfigError
+from sim.scenarios import MIN_GOAL_HEIGHT_M, ROOM_MARGIN_M, formation, make_scenario
+from sim.swarm_env import SwarmVecEnv
+from sim.world import min_pairwise_distance, obstacle_distance_xy
+
+NUM_ENVS = 256
+EPS = 1e-9
+STATIC = [s for s in SCENARIOS if s != "dynamic_goals"]
+
+
+def _sample(seed: int = 0, num_envs: int = NUM_ENVS, **overrides):
+    cfg = make_config(**overrides)
+    return cfg, make_scenario(cfg, np.random.default_rng(seed), num_envs)
+
+
+def _assert_inside(cfg, points: np.ndarray, min_height_m: float) -> None:
+    half = np.array(cfg.room_size_m[:2]) / 2 - ROOM_MARGIN_M
+    assert (np.abs(points[..., :2]) <= half + EPS).all()
+    assert (points[..., 2] >= min_height_m - EPS).all()
+    assert (points[..., 2] <= cfg.room_size_m[2] - ROOM_MARGIN_M + EPS).all()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("n", [1, 2, 8, 32])
+def test_spawns_separated_and_inside_the_room(scenario, n):
+    density = 0.5 if scenario == "obstacles" else 0.0
+    cfg, inst = _sample(scenario=scenario, num_drones=n, obstacle_density=density)
+    assert inst.spawn.shape == inst.goals.base.shape == (NUM_ENVS, n, 3)
+    sep = cfg.spawn_min_separation_m
+    if n > 1:
+        assert min_pairwise_distance(inst.spawn).min() >= sep - EPS
+        # goals: spawn separation (random goals) or formation spacing (rigid formations)
+        goal_sep = min(sep, 0.9 * cfg.formation_spacing_m)
+        assert min_pairwise_distance(inst.goals.base).min() >= goal_sep - EPS
+    else:
+        assert np.isinf(min_pairwise_distance(inst.spawn)).all()
+    _assert_inside(cfg, inst.spawn, cfg.spawn_height_m[0])
+    for t in np.linspace(0.0, 30.0, 61):
+        _assert_inside(cfg, inst.goals.at(t), MIN_GOAL_HEIGHT_M)
+
+
+def test_same_seed_same_scenario():
+    _, a = _sample(seed=3, num_envs=4, scenario="dynamic_goals")
+    _, b = _sample(seed=3, num_envs=4, scenario="dynamic_goals")
+    _, c = _sample(seed=4, num_envs=4, scenario="dynamic_goals")
+    np.testing.assert_array_equal(a.spawn, b.spawn)
+    np.testing.assert_array_equal(a.goals.at(2.0), b.goals.at(2.0))
+    assert not np.allclose(a.spawn, c.spawn)
+
+
+@pytest.mark.parametrize("density", [0.2, 0.8, 1.0])
+def test_obstacles_keep_clear_of_spawns_and_goals(density):
+    cfg, inst = _sample(scenario="obstacles", num_drones=16, obstacle_density=density)
+    world = inst.world
+    assert world.obstacle_radius_m == cfg.obstacle_radius_m
+    for points in (inst.spawn, inst.goals.base):
+        # distance from the drone's axis to the nearest column surface
+        clearance = obstacle_distance_xy(points[..., :2], world)
+        assert clearance.min() >= 0.3
+    # columns lie inside the obstacle field
+    ax, ay = cfg.obstacle_area_m
+    assert (np.abs(world.obstacle_xy[..., 0]) <= ax / 2).all()
+    assert (np.abs(world.obstacle_xy[..., 1]) <= ay / 2).all()
+
+
+@pytest.mark.parametrize("density", [0.0, 0.2, 0.8])
+def test_column_count_follows_density(density):
+    _, inst = _sample(scenario="obstacles", num_drones=4, obstacle_density=density)
+    cells = inst.world.obstacle_mask.shape[1]
+    assert cells == 6 * 4  # 6 m x 4 m field, 1 m spacing
+    counts = inst.world.obstacle_mask.sum(axis=1)
+    if density == 0.0:
+        assert (counts == 0).all()
+    else:
+        # mean of 256 binomial(24, p) counts: standard error < 0.13 columns
+        assert counts.mean() == pytest.approx(density * cells, abs=0.5)
+        assert counts.std() > 0  # columns are drawn per environment
+
+
+@pytest.mark.parametrize("shape", [s for s in FORMATIONS if s != "random"])
+def test_formations_keep_their_spacing(shape):
+    spacing = 0.6
+    for n in range(1, 17):
+        offsets = formation(shape, n, spacing)
+        assert offsets.shape == (n, 3)
+        if n > 1:
+            assert min_pairwise_distance(offsets[None])[0] >= 0.9 * spacing, (shape, n)
+
+
+def test_unknown_formation():
+    with pytest.raises(ConfigError, match="formation.*allowed: circle"):
+        formation("star", 4, 0.6)
+
+
+@pytest.mark.parametrize("n", [1, 8, 32])
+def test_dynamic_goals_move_within_the_speed_limit(n):
+    cfg, inst = _sample(num_envs=64 if n < 32 else 16, scenario="dynamic_goals", num_drones=n)
+    dt = 0.01
+    times = np.arange(0.0, 20.0, dt)
+    goals = np.stack([inst.goals.at(t) for t in times])  # (T, E, N, 3)
+    speed = np.linalg.norm(np.diff(goals, axis=0), axis=-1) / dt
+    assert speed.max() <= cfg.goal_speed_mps * 1.05
+    assert speed.max() >= 0.5 * cfg.goal_speed_mps
+    moved = np.linalg.norm(goals - goals[:1], axis=-1).max(axis=0)  # (E, N)
+    assert (moved > 0.3).all()  # every goal of every environment moves
+    # the formation moves rigidly: offsets between goals stay fixed
+    np.testing.assert_allclose(goals - goals[:, :, :1], np.broadcast_to(
+        goals[:1] - goals[:1, :, :1], goals.shape), atol=1e-9)
+
+
+@pytest.mark.parametrize("scenario", STATIC)
+def test_static_goals_do_not_move(scenario):
+    _, inst = _sample(num_envs=16, scenario=scenario, num_drones=8, obstacle_density=0.3)
+    for t in (0.1, 1.0, 7.3, 15.0):
+        np.testing.assert_array_equal(inst.goals.at(t), inst.goals.base)
+
+
+def test_swap_goals_mirror_spawns_through_the_centre():
+    _, inst = _sample(scenario="swap_goals", num_drones=8)
+    goals = inst.goals.base
+    np.testing.assert_allclose(goals[..., :2], -inst.spawn[..., :2], atol=1e-12)
+    np.testing.assert_array_equal(goals[..., 2], inst.spawn[..., 2])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_too_small_room_raises_config_error(scenario):
+    cfg = make_config(scenario=scenario, num_drones=32, room_size_m=(3.0, 3.0, 2.5),
+                      obstacle_density=0.5)
+    with pytest.raises(ConfigError, match="room_size_m"):
+        make_scenario(cfg, np.random.default_rng(0), 8)
+
+
+def test_too_small_spawn_area_names_the_field():
+    cfg = make_config(scenario="hover", num_drones=32, spawn_area_m=0.5)
+    with pytest.raises(ConfigError, match="^spawn_area_m: 32 drones do not fit"):
+        make_scenario(cfg, np.random.default_rng(0), 8)
+
+
+def test_formation_too_large_for_the_room():
+    cfg = make_config(scenario="static_formation", num_drones=32, formation="line")
+    with pytest.raises(ConfigError, match="^formation: .*room_size_m"):
+        make_scenario(cfg, np.random.default_rng(0), 8)
+
+
+def test_env_reset_reports_the_small_room():
+    env = SwarmVecEnv(make_config(scenario="swap_goals", num_drones=32,
+                                  room_size_m=(3.0, 3.0, 2.5)))
+    with pytest.raises(ConfigError, match="room_size_m"):
+        env.reset()
