@@ -175,7 +175,7 @@ class EnvConfig:
         return self
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
+def build_dataclass(cls: type, data: Any, where: str) -> Any:
     """Build dataclass ``cls`` from a mapping, recursively, rejecting unknown keys."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
@@ -192,9 +192,14 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, name: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, name)
+        return build_dataclass(hint, value, name)
     origin = typing.get_origin(hint)
     try:
+        if origin is list:
+            (item,) = typing.get_args(hint)
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{name}: expected a list, got {value!r}")
+            return [_coerce(item, v, f"{name}[{i}]") for i, v in enumerate(value)]
         if origin is tuple:
             items = typing.get_args(hint)
             if not isinstance(value, (list, tuple)) or len(value) != len(items):
@@ -225,7 +230,7 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> EnvConfig:
-    return _build(EnvConfig, data, "").validate()
+    return build_dataclass(EnvConfig, data, "").validate()
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EnvConfig:

@@ -29,6 +29,7 @@ from sim.state import DroneParams, SwarmState
 from sim.world import obstacle_distance_xy, pair_stats
 
 BACKENDS = ("batched", "pybullet")
+CRITIC_FEATS = 9
 
 
 def make_physics(backend: str, num_envs: int, num_drones: int, dt_s: float, effects: Effects,
@@ -139,6 +140,21 @@ class SwarmVecEnv:
                              lambda pts: obstacle_distance_xy(pts, world), self.layout,
                              self.cfg.neighbour_range_m, self.noise, self.rng)
 
+    def critic_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Agent-specific global state for a centralised critic (true, noise-free).
+
+        Returns features (E, N, N, CRITIC_FEATS): for agent i and swarm-mate j, j's position
+        and velocity relative to i and j's goal error (m, m/s, m, world frame); and a mask
+        (E, N, N) that is 0 where j == i.
+        """
+        s = self.physics.state()
+        rel_pos = s.pos[:, None, :, :] - s.pos[:, :, None, :]
+        rel_vel = s.vel[:, None, :, :] - s.vel[:, :, None, :]
+        goal_err = np.broadcast_to((s.pos - self.goals())[:, None, :, :], rel_pos.shape)
+        feats = np.concatenate([rel_pos, rel_vel, goal_err], axis=-1).astype(np.float32)
+        mask = np.broadcast_to(1.0 - np.eye(self.num_drones, dtype=np.float32), feats.shape[:3])
+        return feats, mask
+
     def _motor_commands(self, action: np.ndarray) -> np.ndarray:
         if self.cfg.action_mode == "motors":
             return action * self.params.max_thrust_n[..., None]
@@ -177,6 +193,7 @@ class SwarmVecEnv:
         obs = self._observe()
         if done:
             info["final_obs"] = obs
+            info["final_critic_state"] = self.critic_state()
             info["episode"] = self.metrics.summary()
             obs = self.reset()
         return StepResult(obs, rewards["total"], np.zeros_like(truncated), truncated, info)
