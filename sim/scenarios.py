@@ -17,6 +17,7 @@ from sim.errors import ConfigError
 from sim.world import World
 
 MIN_GOAL_HEIGHT_M = 0.4
+LOOSE_GRID = 1.4
 ROOM_MARGIN_M = 0.3
 """Spawns and goals keep this far from the walls and the ceiling."""
 
@@ -100,15 +101,19 @@ def sample_separated(rng: np.random.Generator, num_envs: int, n: int, lower: np.
                      upper: np.ndarray, min_sep_m: float, what: str) -> np.ndarray:
     """(E, n, 3) points in the box [lower, upper], pairwise at least ``min_sep_m`` apart.
 
-    Each point sits in its own cell of a grid with cells ``>= min_sep_m`` wide, jittered inside
-    the cell so that neighbours never come closer than ``min_sep_m``.
+    Each point sits on its own node of a grid whose nodes are ``LOOSE_GRID`` times
+    ``min_sep_m`` apart (exactly ``min_sep_m`` if the looser grid has too few nodes), jittered
+    by up to half the spare distance so that neighbours never come closer than ``min_sep_m``.
     """
     extent = np.maximum(upper - lower, 0.0)
-    counts = np.maximum(np.floor(extent / min_sep_m).astype(int) + 1, 1)
-    cell = np.where(counts > 1, extent / np.maximum(counts - 1, 1), 0.0)
-    if np.prod(counts) < n:
+    for factor in (LOOSE_GRID, 1.0):
+        counts = np.maximum(np.floor(extent / (factor * min_sep_m)).astype(int) + 1, 1)
+        if np.prod(counts) >= n:
+            break
+    else:
         raise ConfigError(f"{what}: {n} drones do not fit {min_sep_m} m apart in a "
                           f"{extent.round(2).tolist()} m region; enlarge it or use fewer drones")
+    cell = np.where(counts > 1, extent / np.maximum(counts - 1, 1), 0.0)
     grid = np.stack(np.meshgrid(*[np.arange(c) for c in counts], indexing="ij"), -1).reshape(-1, 3)
     pick = rng.random((num_envs, len(grid))).argsort(axis=1)[:, :n]
     jitter_room = np.maximum(cell - min_sep_m, 0.0) / 2

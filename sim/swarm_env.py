@@ -54,7 +54,8 @@ class StepResult:
     terminated: np.ndarray
     """(E, N) always False: drones are never removed mid-episode."""
     truncated: np.ndarray
-    """(E, N) True on the last step of an episode."""
+    """(E, N) True on the last step of an episode; ``info`` then also holds ``final_obs``,
+    ``final_critic_state``, ``final_state`` (true physics state) and ``episode`` (metrics)."""
     info: dict
 
 
@@ -194,6 +195,7 @@ class SwarmVecEnv:
         if done:
             info["final_obs"] = obs
             info["final_critic_state"] = self.critic_state()
+            info["final_state"] = s.copy()
             info["episode"] = self.metrics.summary()
             obs = self.reset()
         return StepResult(obs, rewards["total"], np.zeros_like(truncated), truncated, info)

@@ -1,0 +1,166 @@
+"""``swarm-rl``: the one command-line entry point.
+
+Thin by design: each command parses and checks its options, calls a function in a module
+(:mod:`swarm_rl.demo`, :mod:`swarm_rl.bench_sim`, ...) and prints the result. Conventions:
+
+- results go to stdout; diagnostics go through :mod:`logging` to stderr (``-v`` for more);
+- with ``--json`` a command prints its figures as ONE JSON object on the last line of stdout;
+- a bad option value exits with code 2 and an error naming the option and its allowed values;
+  a :class:`sim.errors.ConfigError` raised inside a command prints ``error: <message>`` to
+  stderr and exits 2, without a traceback.
+"""
+import enum
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+import swarm_rl
+from sim.config import FORMATIONS
+from sim.errors import ConfigError
+from sim.swarm_env import BACKENDS
+
+log = logging.getLogger("swarm_rl")
+
+Formation = enum.Enum("Formation", {name: name for name in FORMATIONS}, type=str)
+Backend = enum.Enum("Backend", {name: name for name in BACKENDS}, type=str)
+
+
+class _Group(TyperGroup):
+    """Turns a :class:`ConfigError` from any command into ``error: ...`` and exit code 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
+def _typer(**kwargs: Any) -> typer.Typer:
+    return typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
+                       rich_markup_mode=None, pretty_exceptions_enable=False, **kwargs)
+
+
+app = _typer(help="Control stack for Crazyflie quadrotor swarms: simulate, train, evaluate, "
+                  "export and launch.")
+bench_app = _typer(help="Measure throughput: bench sim (later: runtime, train, firmware).")
+app.add_typer(bench_app, name="bench")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"swarm-rl {swarm_rl.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="More diagnostics on stderr (-v info, -vv debug).",
+                                         show_default=False)
+                       ] = 0,
+    version: Annotated[bool | None, typer.Option("--version", callback=_version,
+                                                    is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def emit_json(obj: Any) -> None:
+    """Print ``obj`` as one line of JSON (the last line of a ``--json`` command's stdout)."""
+    typer.echo(json.dumps(obj, separators=(",", ":"), allow_nan=False))
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise typer.BadParameter(f"must be > 0, got {value}")
+    return value
+
+
+def _drone_counts(value: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter(f"expected comma-separated drone counts, integers >= 1 "
+                                 f"(e.g. 1,8,32,128), got '{value}'", param_hint="'--drones'")
+    return counts
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object "
+                                                       "on the last line of stdout.")]
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(file_okay=False, help="Directory for metrics.json, "
+                                      "summary.md and trajectories.png (created).")
+                   ] = Path("results/demo"),
+    drones: Annotated[int, typer.Option(min=1, help="Number of drones.")] = 8,
+    formation: Annotated[Formation, typer.Option(help="Goal formation.")] = "circle",
+    seconds: Annotated[float, typer.Option(callback=_positive,
+                                           help="Episode length (s).")] = 15.0,
+    backend: Annotated[Backend, typer.Option(help="Physics engine.")] = "pybullet",
+    gui: Annotated[bool, typer.Option("--gui", help="Open the PyBullet viewer (needs a "
+                                                    "display; pybullet backend only).")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed (spawns, goals, sensor noise).")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fly a simulated swarm into a formation with a scripted controller (no policy needed).
+
+    Each drone's velocity setpoint is a P law towards its goal plus repulsion from close
+    neighbours, computed from its observation vector. Writes metrics.json, summary.md and
+    trajectories.png into --out.
+    """
+    from swarm_rl.demo import run_demo
+
+    summary = run_demo(out, drones, Formation(formation).value, seconds,
+                       Backend(backend).value, gui, seed)
+    typer.echo(f"{summary['drones']} drones, {summary['formation']} formation, "
+               f"{summary['backend']} physics, {summary['seconds']:g} s "
+               f"(real-time factor {summary['real_time_factor']:.1f})")
+    typer.echo(f"success rate {summary['success_rate']:.0%}, collisions per drone-minute "
+               f"{summary['collisions_per_drone_minute']:.2f}, min separation "
+               f"{_fmt_m(summary['min_separation_m'])}, final distance to goal "
+               f"{_fmt_m(summary['final_distance_m'])}")
+    typer.echo(f"wrote {summary['out']}/{{metrics.json,summary.md,trajectories.png}}")
+    if as_json:
+        emit_json(summary)
+
+
+def _fmt_m(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f} m"
+
+
+@bench_app.command("sim")
+def bench_sim(
+    drones: Annotated[str, typer.Option(metavar="N[,N...]",
+                                           help="Comma-separated drone counts.")] = "1,8,32,128",
+    seconds: Annotated[float, typer.Option(callback=_positive,
+                                           help="Wall time per measurement (s).")] = 3.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Agent-steps per second of the full env step, batched engine vs PyBullet."""
+    from swarm_rl.bench_sim import format_table, run_bench
+
+    report = run_bench(_drone_counts(drones), seconds)
+    typer.echo(format_table(report))
+    if as_json:
+        emit_json(report)
+
+
+def main() -> None:
+    """Console-script entry point (``swarm-rl``)."""
+    app(prog_name="swarm-rl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Policy and value networks for swarm control (PyTorch).
+
+The actor reads the raw observation of :mod:`sim.observation` (layout v1) and holds its own
+observation normaliser, so an exported actor maps raw observations to actions with nothing
+else to ship. Neighbours go through a permutation-invariant encoder (deep sets: a shared
+per-neighbour MLP, masked mean; or attention: the drone's own features query its neighbours,
+masked softmax), obstacles through a small MLP, then a trunk MLP outputs the action mean.
+
+Critics: ``centralised`` (MAPPO) sees the agent's own observation plus every swarm-mate's state
+relative to it, with no range or K limit (``SwarmVecEnv.critic_state``); ``local`` (IPPO) sees
+only the agent's observation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from sim.observation import OWN_DIM, ObsLayout
+
+PRESETS = ("deploy", "offboard")
+ENCODERS = ("deepsets", "attention")
+CRITICS = ("centralised", "local")
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "deploy"
+    """``deploy``: small enough for the Crazyflie (<= 5,000 actor parameters); ``offboard``."""
+    encoder: str = "deepsets"
+    critic: str = "centralised"
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        if self.preset == "deploy":
+            return {"own": 32, "neighbour": 16, "obstacle": 8, "trunk": 32, "critic": 64}
+        return {"own": 64, "neighbour": 32, "obstacle": 16, "trunk": 64, "critic": 128}
+
+
+class RunningNorm(nn.Module):
+    """Running mean and variance of observations (Chan et al. parallel update), clipped z."""
+
+    def __init__(self, dim: int, clip: float = 10.0) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.clip = clip
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        n = x.shape[0]
+        mean, var = x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = mean - self.mean.double()
+        new_mean = self.mean.double() + delta * n / total
+        m2 = self.var.double() * self.count + var * n + delta ** 2 * self.count * n / total
+        self.mean.copy_(new_mean.float())
+        self.var.copy_((m2 / total).float())
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp((x - self.mean) / torch.sqrt(self.var + 1e-8), -self.clip, self.clip)
+
+
+def _mlp(sizes: list[int], last_gain: float = np.sqrt(2)) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        linear = nn.Linear(a, b)
+        last = i == len(sizes) - 2
+        nn.init.orthogonal_(linear.weight, last_gain if last else np.sqrt(2))
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if not last:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class NeighbourEncoder(nn.Module):
+    """Permutation-invariant summary (B, H) of K neighbours (B, K, F) with a mask (B, K)."""
+
+    def __init__(self, feat_dim: int, hidden: int, query_dim: int, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.phi = nn.Sequential(_mlp([feat_dim, hidden, hidden]), nn.Tanh())
+        if kind == "attention":
+            self.query = nn.Linear(query_dim, hidden)
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor,
+                query: torch.Tensor) -> torch.Tensor:
+        h = self.phi(feats)
+        if self.kind == "attention":
+            score = (h * self.query(query).unsqueeze(1)).sum(-1) / np.sqrt(h.shape[-1])
+            score = score.masked_fill(mask < 0.5, -1e9)
+            weight = torch.softmax(score, dim=1) * mask
+        else:
+            weight = mask / mask.sum(1, keepdim=True).clamp(min=1.0)
+        return (h * weight.unsqueeze(-1)).sum(1)
+
+
+class Actor(nn.Module):
+    """Raw observation (B, obs_dim) -> action mean (B, 4); ``action_bias`` is the hover action
+    so an untrained actor already holds the drone up."""
+
+    def __init__(self, layout: ObsLayout, cfg: ModelConfig, action_bias: np.ndarray) -> None:
+        super().__init__()
+        s = cfg.sizes
+        self.layout = layout
+        self.k = layout.k
+        self.norm = RunningNorm(layout.dim)
+        self.own = nn.Sequential(_mlp([OWN_DIM, s["own"], s["own"]]), nn.Tanh())
+        self.neighbours = NeighbourEncoder(6, s["neighbour"], s["own"], cfg.encoder)
+        self.obstacles = nn.Sequential(_mlp([9, s["obstacle"]]), nn.Tanh())
+        self.trunk = _mlp([s["own"] + s["neighbour"] + s["obstacle"], s["trunk"], 4],
+                          last_gain=0.01)
+        self.register_buffer("action_bias", torch.as_tensor(action_bias, dtype=torch.float32))
+        self.log_std = nn.Parameter(torch.full((4,), -1.0))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        sl = self.layout.slices
+        z = self.norm(obs)
+        own = self.own(z[:, :OWN_DIM])
+        mask = obs[:, sl["neighbour_mask"]]
+        nbr = z[:, sl["neighbours"]].reshape(-1, self.k, 6)
+        parts = [own, self.neighbours(nbr, mask, own), self.obstacles(z[:, sl["obstacles"]])]
+        return self.trunk(torch.cat(parts, dim=-1)) + self.action_bias
+
+
+class Critic(nn.Module):
+    """Value of an agent: from its own observation (local), plus every swarm-mate's state
+    relative to it (centralised, (B, N, CRITIC_FEATS) with a mask (B, N))."""
+
+    def __init__(self, layout: ObsLayout, cfg: ModelConfig, critic_feats: int) -> None:
+        super().__init__()
+        s = cfg.sizes
+        self.centralised = cfg.critic == "centralised"
+        self.norm = RunningNorm(layout.dim)
+        self.own = nn.Sequential(_mlp([layout.dim, s["critic"], s["critic"]]), nn.Tanh())
+        width = s["critic"]
+        if self.centralised:
+            self.swarm_norm = RunningNorm(critic_feats)
+            self.swarm = NeighbourEncoder(critic_feats, s["critic"] // 2, s["critic"], "deepsets")
+            width += s["critic"] // 2
+        self.head = _mlp([width, s["critic"], 1], last_gain=1.0)
+
+    def forward(self, obs: torch.Tensor, swarm: torch.Tensor | None = None,
+                swarm_mask: torch.Tensor | None = None) -> torch.Tensor:
+        own = self.own(self.norm(obs))
+        parts = [own]
+        if self.centralised:
+            parts.append(self.swarm(self.swarm_norm(swarm), swarm_mask, own))
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Trainable parameters (the deployable size; normaliser buffers are not counted)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

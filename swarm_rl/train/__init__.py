@@ -1,0 +1,1 @@
+"""MAPPO / IPPO training for swarms: config, rollouts, PPO updates, checkpoints."""

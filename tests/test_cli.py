@@ -1,0 +1,91 @@
+"""The ``swarm-rl`` command line, run as a user runs it: in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout_s: float = 120):
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "swarm_rl.cli", *args], cwd=REPO,
+                          env=full_env, capture_output=True, text=True, timeout=timeout_s)
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_demo_flies_formation_and_writes_report(tmp_path):
+    out = tmp_path / "demo"
+    proc = run_cli("demo", "--seconds", "8", "--drones", "4", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = last_json(proc.stdout)
+    assert summary["success_rate"] == 1.0
+    assert summary["collisions_per_drone_minute"] == 0.0
+    assert summary["crash_rate"] == 0.0
+    assert summary["drones"] == 4 and summary["backend"] == "pybullet"
+    assert summary["min_separation_m"] > 0.2
+    assert summary["real_time_factor"] > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["success_rate"] == 1.0 and metrics["seconds"] == 8.0
+    assert "success rate" in (out / "summary.md").read_text()
+    png = (out / "trajectories.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(png) > 10_000
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temp files left"
+
+
+def test_bench_sim_reports_both_engines():
+    proc = run_cli("bench", "sim", "--drones", "1,8", "--seconds", "0.5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "agent-steps/s" in proc.stdout
+    report = last_json(proc.stdout)
+    assert [r["drones"] for r in report["results"]] == [1, 8]
+    for row in report["results"]:
+        assert row["batched_agent_steps_per_s"] > 0
+        assert row["pybullet_agent_steps_per_s"] > 0
+        assert row["pybullet_real_time_factor"] > 0
+        assert row["batched_num_envs"] * row["drones"] == pytest.approx(16384, rel=0.01)
+    assert report["machine"]["cpu_count"] >= 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["bench", "sim", "--drones", "0"], ["--drones", ">= 1"]),
+    (["bench", "sim", "--drones", "1,eight"], ["--drones"]),
+    (["demo", "--formation", "hexagon"], ["--formation", "circle", "grid", "random"]),
+    (["demo", "--backend", "foo"], ["--backend", "batched", "pybullet"]),
+    (["demo", "--seconds", "-1"], ["--seconds", "> 0"]),
+])
+def test_bad_values_name_the_flag(args, words):
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in proc.stderr
+
+
+def test_config_error_inside_a_command_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    proc = subprocess.run([sys.executable, "-m", "swarm_rl.cli", "demo", "--gui", "--out",
+                           str(tmp_path)], cwd=REPO, env={**env, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "error: --gui" in proc.stderr and "DISPLAY" in proc.stderr
+
+
+def test_unknown_subcommand_fails():
+    proc = run_cli("fly-to-the-moon")
+    assert proc.returncode != 0
+    assert "fly-to-the-moon" in proc.stderr
+
+
+def test_version():
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == "swarm-rl 0.1.0"
