@@ -23,6 +23,8 @@ import swarm_rl
 from sim.config import FORMATIONS
 from sim.errors import ConfigError
 from sim.swarm_env import BACKENDS
+from swarm_rl.errors import CheckpointError, ExportError, PolicyFileError
+from swarm_rl.files import json_safe
 
 log = logging.getLogger("swarm_rl")
 
@@ -31,12 +33,13 @@ Backend = enum.Enum("Backend", {name: name for name in BACKENDS}, type=str)
 
 
 class _Group(TyperGroup):
-    """Turns a :class:`ConfigError` from any command into ``error: ...`` and exit code 2."""
+    """Turns bad input found inside any command (a config, checkpoint or policy file) into
+    ``error: ...`` on stderr and exit code 2."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
+        except (ConfigError, CheckpointError, ExportError, PolicyFileError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 
@@ -48,8 +51,10 @@ def _typer(**kwargs: Any) -> typer.Typer:
 
 app = _typer(help="Control stack for Crazyflie quadrotor swarms: simulate, train, evaluate, "
                   "export and launch.")
-bench_app = _typer(help="Measure throughput: bench sim (later: runtime, train, firmware).")
+bench_app = _typer(help="Measure throughput: bench sim, bench train.")
 app.add_typer(bench_app, name="bench")
+export_app = _typer(help="Export a trained policy: export onnx.")
+app.add_typer(export_app, name="export")
 
 
 def _version(value: bool) -> None:
@@ -75,7 +80,7 @@ def _root(
 
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as one line of JSON (the last line of a ``--json`` command's stdout)."""
-    typer.echo(json.dumps(obj, separators=(",", ":"), allow_nan=False))
+    typer.echo(json.dumps(json_safe(obj), separators=(",", ":"), allow_nan=False))
 
 
 def _positive(value: float) -> float:
@@ -155,6 +160,88 @@ def bench_sim(
     typer.echo(format_table(report))
     if as_json:
         emit_json(report)
+
+
+@bench_app.command("train")
+def bench_train(
+    preset: Annotated[str, typer.Option(help="Training preset to time.")] = "swap_goals_8",
+    updates: Annotated[int, typer.Option(min=1, help="Timed PPO updates.")] = 5,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE", help="Override a preset value (repeatable).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """End-to-end training throughput (collection + PPO update), agent-steps/s."""
+    from swarm_rl.bench_train import format_table, run_bench
+
+    report = run_bench(preset, updates, overrides)
+    typer.echo(format_table(report))
+    if as_json:
+        emit_json(report)
+
+
+@app.command()
+def train(
+    preset: Annotated[str, typer.Option(help="Training preset: a name in config/train/ or a "
+                                        "YAML path.")] = "hover_single",
+    steps: Annotated[int | None, typer.Option(min=1, help="Agent-steps to train for "
+                                              "(overrides the preset's total_steps).")] = None,
+    out: Annotated[Path | None, typer.Option(file_okay=False, help="Run directory "
+                                             "(default runs/PRESET).")] = None,
+    resume: Annotated[Path | None, typer.Option(file_okay=False, exists=True,
+                                                help="Continue the run in this directory "
+                                                "from its last checkpoint.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE", help="Override a preset value, e.g. --set ppo.lr=3e-4 "
+        "--set env.num_drones=4 (repeatable).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a policy with MAPPO (IPPO with --set model.critic=local); writes checkpoint.pt,
+    progress.jsonl, tb/ (TensorBoard) and policy.onnx into the run directory."""
+    from swarm_rl.export import export_onnx
+    from swarm_rl.train.config import load_preset
+    from swarm_rl.train.ppo import CHECKPOINT_NAME, Trainer
+
+    extra = list(overrides or []) + ([f"total_steps={steps}"] if steps else [])
+    cfg = load_preset(preset, extra)
+    if resume is not None:
+        trainer = Trainer.resume(resume, cfg if steps else None)
+        run_dir = resume
+    else:
+        run_dir = out or Path("runs") / Path(preset).stem
+        trainer = Trainer(cfg, run_dir)
+    try:
+        last = trainer.train()
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: last checkpoint in {run_dir}/{CHECKPOINT_NAME} "
+                   f"(resume with --resume {run_dir})", err=True)
+        raise typer.Exit(130) from None
+    summary = export_onnx(run_dir / CHECKPOINT_NAME, run_dir / "policy.onnx")
+    result = {"run_dir": str(run_dir), "steps": trainer.steps, "wall_s": trainer.wall_s,
+              "steps_per_s": trainer.steps / max(trainer.wall_s, 1e-9),
+              "policy": summary["path"], "final": last}
+    typer.echo(f"trained {trainer.steps:,} agent-steps in {trainer.wall_s:.0f} s; "
+               f"policy {summary['path']}")
+    if as_json:
+        emit_json(result)
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint.pt or its run directory.")],
+    output: Annotated[Path, typer.Option("-o", "--output", dir_okay=False,
+                                         help="ONNX file to write.")],
+    opset: Annotated[int, typer.Option(min=17, help="ONNX opset.")] = 17,
+    as_json: JsonFlag = False,
+) -> None:
+    """Export a checkpoint's actor as ONNX: raw observation in, clamped action out, with the
+    normaliser inside and the observation layout in the metadata."""
+    from swarm_rl.export import export_onnx
+
+    summary = export_onnx(checkpoint, output, opset=opset)
+    typer.echo(f"wrote {summary['path']} (opset {summary['opset']}, {summary['params']} "
+               f"parameters, parity {summary['parity_max_abs_error']:.1e})")
+    if as_json:
+        emit_json(summary)
 
 
 def main() -> None:

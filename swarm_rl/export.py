@@ -42,6 +42,7 @@ import onnx
 import swarm_rl
 from sim.config import ACTION_MODES
 from sim.observation import LAYOUT_VERSION, OWN_DIM, ObsLayout
+from swarm_rl.errors import ExportError, PolicyFileError
 from swarm_rl.files import write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,16 +70,6 @@ REQUIRED_KEYS = (
 )
 
 
-class PolicyFileError(ValueError):
-    """A policy file is missing, not ONNX, corrupt, or lacks / has invalid metadata; the
-    message names the file and the key."""
-
-
-class ExportError(RuntimeError):
-    """The exported graph failed a check (onnx.checker, parity); nothing was written."""
-
-
-# --- small helpers (no torch) -------------------------------------------------------------------
 def action_bounds(action_mode: str) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) float32 (4,) normalised action bounds of ``action_mode``; the same as
     ``sim.swarm_env.SwarmVecEnv.action_low/high`` (motors [0, 1], velocity [-1, 1])."""

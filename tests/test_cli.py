@@ -89,3 +89,37 @@ def test_version():
     proc = run_cli("--version")
     assert proc.returncode == 0
     assert proc.stdout.strip() == "swarm-rl 0.1.0"
+
+
+TINY_TRAIN = ["--set", "ppo.num_envs=16", "--set", "ppo.rollout_steps=20",
+              "--set", "env.episode_s=0.4", "--set", "ppo.minibatch_size=320"]
+
+
+def test_train_then_export_round_trip(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("train", "--preset", "hover_single", "--steps", "640", "--out", str(run),
+                   *TINY_TRAIN, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = last_json(proc.stdout)
+    assert result["steps"] == 640
+    assert (run / "policy.onnx").stat().st_size > 1000
+    assert (run / "checkpoint.pt").exists() and (run / "progress.jsonl").exists()
+    proc = run_cli("export", "onnx", str(run), "-o", str(tmp_path / "p.onnx"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = last_json(proc.stdout)
+    assert summary["parity_max_abs_error"] <= 1e-5
+    assert summary["metadata"]["training_steps"] == "640"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--preset", "nope"], ["--preset", "unknown preset 'nope'", "hover_single"]),
+    (["train", "--set", "ppo.lrr=1"], ["ppo.lrr", "unknown option"]),
+    (["train", "--set", "env.action_mode=thrust"], ["env.action_mode", "motors, velocity"]),
+    (["export", "onnx", "/nonexistent/run", "-o", "x.onnx"], ["no such checkpoint"]),
+])
+def test_training_bad_input_is_one_clear_line(args, words):
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

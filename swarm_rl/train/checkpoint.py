@@ -8,11 +8,9 @@ from typing import Any
 
 import torch
 
+from swarm_rl.errors import CheckpointError
+
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt, or does not fit this run; the message says which."""
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

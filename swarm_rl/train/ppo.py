@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sim.swarm_env import CRITIC_FEATS, SwarmVecEnv
+from swarm_rl.files import json_safe
 from swarm_rl.models import Actor, Critic, RunningNorm
 from swarm_rl.train.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from swarm_rl.train.config import TrainConfig, train_config_from_dict
@@ -286,7 +287,7 @@ class Trainer:
         for key, value in row.items():
             writer.add_scalar(f"train/{key}", value, self.steps)
         with open(self.out_dir / "progress.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
         return row
 
     # --- checkpoints ---------------------------------------------------------------------------
