@@ -196,7 +196,7 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train a policy with MAPPO (IPPO with --set model.critic=local); writes checkpoint.pt,
-    progress.jsonl, tb/ (TensorBoard) and policy.onnx into the run directory."""
+    progress.jsonl, tb/ (TensorBoard), policy.onnx and actor.pt into the run directory."""
     from swarm_rl.export import export_onnx
     from swarm_rl.train.config import load_preset
     from swarm_rl.train.ppo import CHECKPOINT_NAME, Trainer
@@ -216,6 +216,7 @@ def train(
                    f"(resume with --resume {run_dir})", err=True)
         raise typer.Exit(130) from None
     summary = export_onnx(run_dir / CHECKPOINT_NAME, run_dir / "policy.onnx")
+    trainer.save_actor(run_dir / "actor.pt")
     result = {"run_dir": str(run_dir), "steps": trainer.steps, "wall_s": trainer.wall_s,
               "steps_per_s": trainer.steps / max(trainer.wall_s, 1e-9),
               "policy": summary["path"], "final": last}

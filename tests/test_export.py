@@ -30,7 +30,8 @@ from swarm_rl.train.ppo import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PARITY = 10_000
-COMMON = ["threads=1", "env.episode_s=0.2", "ppo.rollout_steps=20", "ppo.epochs=2"]
+COMMON = ["threads=1", "init_from=", "env.episode_s=0.2", "ppo.rollout_steps=20",
+          "ppo.epochs=2"]
 # name: (preset, overrides); two PPO updates each.
 RUNS = {
     "hover_motors_deepsets": ("hover_single", ["total_steps=320", "ppo.num_envs=8"]),

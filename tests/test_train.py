@@ -15,7 +15,7 @@ from swarm_rl.train.config import load_preset, parse_overrides
 from swarm_rl.train.ppo import CHECKPOINT_NAME, Trainer, gae, stage_value
 
 TINY = ["ppo.num_envs=16", "ppo.rollout_steps=20", "env.episode_s=0.4", "threads=1",
-        "ppo.minibatch_size=512", "checkpoint_every=1"]
+        "ppo.minibatch_size=512", "checkpoint_every=1", "init_from="]
 
 
 def _tiny(extra: list[str] | None = None, preset: str = "hover_single"):

@@ -114,7 +114,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. ppo.lr=3e-4")
         try:
-            value = yaml.safe_load(raw)
+            value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
         node = out

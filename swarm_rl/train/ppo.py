@@ -25,7 +25,7 @@ from sim.swarm_env import CRITIC_FEATS, SwarmVecEnv
 from swarm_rl.files import json_safe
 from swarm_rl.models import Actor, Critic, RunningNorm
 from swarm_rl.train.checkpoint import load_checkpoint, load_module_state, save_checkpoint
-from swarm_rl.train.config import TrainConfig, train_config_from_dict
+from swarm_rl.train.config import PRESET_DIR, TrainConfig, train_config_from_dict
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -87,6 +87,8 @@ class Trainer:
             self.actor.log_std.fill_(cfg.ppo.init_log_std)
         if cfg.init_from:
             path = Path(cfg.init_from)
+            if not path.is_absolute() and not path.exists():
+                path = PRESET_DIR.parents[1] / path  # presets name files in the repository
             load_module_state(self.actor, load_checkpoint(path)["actor"], "actor", path)
             log.info("actor initialised from %s", path)
         self.critic = Critic(self.env.layout, cfg.model, CRITIC_FEATS)
@@ -304,6 +306,13 @@ class Trainer:
             "env": pickle.dumps(self.env), "obs": self.obs, "swarm": self.swarm,
             "episode_return": self.episode_return, "recent": self.recent,
         })
+        return path
+
+    def save_actor(self, path: Path) -> Path:
+        """Write the actor alone (weights, normaliser, config): small enough to ship as the
+        ``init_from`` of a fine-tuning preset."""
+        save_checkpoint(path, {"config": self.cfg.to_dict(), "actor": self.actor.state_dict(),
+                               "steps": self.steps})
         return path
 
     @classmethod
