@@ -11,7 +11,10 @@ ends them returns ``truncated`` True, the final observations and the episode met
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +48,20 @@ def make_physics(backend: str, num_envs: int, num_drones: int, dt_s: float, effe
     raise ValueError(f"backend: unknown backend '{backend}'; allowed: {', '.join(BACKENDS)}")
 
 
+def concat_envs(items: Sequence[Any]) -> Any:
+    """Join per-environment dataclasses (scenarios, drone parameters) along the env axis:
+    arrays are concatenated on axis 0, recursively; other fields must agree."""
+    first = items[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(items, axis=0)
+    if dataclasses.is_dataclass(first):
+        return type(first)(**{f.name: concat_envs([getattr(i, f.name) for i in items])
+                              for f in dataclasses.fields(first) if f.init})
+    if any(i != first for i in items[1:]):
+        raise ValueError(f"cannot join per-environment values {items!r}")
+    return first
+
+
 @dataclass
 class StepResult:
     obs: np.ndarray
@@ -55,7 +72,8 @@ class StepResult:
     """(E, N) always False: drones are never removed mid-episode."""
     truncated: np.ndarray
     """(E, N) True on the last step of an episode; ``info`` then also holds ``final_obs``,
-    ``final_critic_state``, ``final_state`` (true physics state) and ``episode`` (metrics)."""
+    ``final_critic_state``, ``final_state`` (true physics state), ``final_goals`` and
+    ``episode`` (metrics)."""
     info: dict
 
 
@@ -86,6 +104,7 @@ class SwarmVecEnv:
             if n.enabled else SensorNoise()
         self.collision_scale = 1.0
         self.rng = np.random.default_rng(seed)
+        self.env_rngs: list[np.random.Generator] | None = None
         self.scenario: ScenarioInstance | None = None
         self.params: DroneParams | None = None
         self.step_count = 0
@@ -114,15 +133,38 @@ class SwarmVecEnv:
             return np.zeros(shape, np.float32)
         return np.full(shape, 1.0 / self.model.thrust_to_weight, np.float32)
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Start fresh episodes in every environment; returns observations (E, N, obs_dim)."""
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        cfg, shape = self.cfg, (self.num_envs, self.num_drones)
-        self.scenario = make_scenario(cfg, self.rng, self.num_envs)
-        r = cfg.randomisation
-        self.params = DroneParams.randomised(self.model, shape, self.rng, r.mass_frac,
-                                             r.thrust_frac, r.motor_tau_frac)
+    def reset(self, seed: int | Sequence[int | np.random.Generator] | None = None
+              ) -> np.ndarray:
+        """Start fresh episodes in every environment; returns observations (E, N, obs_dim).
+
+        ``seed``: an int reseeds the one generator all environments share (fast, for
+        training); a sequence of E seeds or generators gives each environment its own stream
+        for scenario, randomisation and sensor noise, so an episode does not depend on its
+        batch-mates (for evaluation). Later automatic resets keep drawing from the same
+        generators.
+        """
+        if isinstance(seed, (int, np.integer)):
+            self.rng, self.env_rngs = np.random.default_rng(seed), None
+        elif seed is not None:
+            if len(seed) != self.num_envs:
+                raise ValueError(f"seed: expected {self.num_envs} per-environment seeds, "
+                                 f"got {len(seed)}")
+            self.env_rngs = [s if isinstance(s, np.random.Generator)
+                             else np.random.default_rng(s) for s in seed]
+        cfg, r = self.cfg, self.cfg.randomisation
+        if self.env_rngs is None:
+            self.scenario = make_scenario(cfg, self.rng, self.num_envs)
+            self.params = DroneParams.randomised(self.model, (self.num_envs, self.num_drones),
+                                                 self.rng, r.mass_frac, r.thrust_frac,
+                                                 r.motor_tau_frac)
+        else:
+            scenarios, params = [], []
+            for rng in self.env_rngs:
+                scenarios.append(make_scenario(cfg, rng, 1))
+                params.append(DroneParams.randomised(self.model, (1, self.num_drones), rng,
+                                                     r.mass_frac, r.thrust_frac,
+                                                     r.motor_tau_frac))
+            self.scenario, self.params = concat_envs(scenarios), concat_envs(params)
         state = SwarmState.hovering(self.scenario.spawn, self.params)
         self.physics.reset(state, self.params, self.scenario.world)
         self.controller.reset(state.rot)
@@ -137,9 +179,21 @@ class SwarmVecEnv:
     def _observe(self) -> np.ndarray:
         s = self.physics.state()
         world = self.scenario.world
-        return observe_swarm(s.pos, s.vel, s.rot, s.omega, self.goals(),
+        pos, vel, omega, rng = s.pos, s.vel, s.omega, self.rng
+        n = self.noise
+        if self.env_rngs is not None:
+            if n.pos_sigma_m or n.vel_sigma_mps or n.gyro_sigma_rad_s:
+                shape = (1, self.num_drones, 3)
+                draws = [(g.normal(0.0, n.pos_sigma_m, shape),
+                          g.normal(0.0, n.vel_sigma_mps, shape),
+                          g.normal(0.0, n.gyro_sigma_rad_s, shape)) for g in self.env_rngs]
+                pos = pos + np.concatenate([d[0] for d in draws])
+                vel = vel + np.concatenate([d[1] for d in draws])
+                omega = omega + np.concatenate([d[2] for d in draws])
+            rng = None
+        return observe_swarm(pos, vel, s.rot, omega, self.goals(),
                              lambda pts: obstacle_distance_xy(pts, world), self.layout,
-                             self.cfg.neighbour_range_m, self.noise, self.rng)
+                             self.cfg.neighbour_range_m, self.noise, rng)
 
     def critic_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Agent-specific global state for a centralised critic (true, noise-free).
@@ -196,6 +250,7 @@ class SwarmVecEnv:
             info["final_obs"] = obs
             info["final_critic_state"] = self.critic_state()
             info["final_state"] = s.copy()
+            info["final_goals"] = self.goals()
             info["episode"] = self.metrics.summary()
             obs = self.reset()
         return StepResult(obs, rewards["total"], np.zeros_like(truncated), truncated, info)

@@ -23,10 +23,12 @@ import swarm_rl
 from sim.config import FORMATIONS
 from sim.errors import ConfigError
 from sim.swarm_env import BACKENDS
-from swarm_rl.errors import CheckpointError, ExportError, PolicyFileError
+from swarm_rl.errors import (CheckpointError, ExportError, PolicyFileError,
+                             PolicyMismatchError)
 from swarm_rl.files import json_safe
 
 log = logging.getLogger("swarm_rl")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 Formation = enum.Enum("Formation", {name: name for name in FORMATIONS}, type=str)
 Backend = enum.Enum("Backend", {name: name for name in BACKENDS}, type=str)
@@ -39,7 +41,8 @@ class _Group(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, CheckpointError, ExportError, PolicyFileError) as exc:
+        except (ConfigError, CheckpointError, ExportError, PolicyFileError,
+                PolicyMismatchError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 
@@ -224,6 +227,72 @@ def train(
                f"policy {summary['path']}")
     if as_json:
         emit_json(result)
+
+
+def _eval_config(scenario: str, meta: dict[str, str], drones: int | None):
+    """The environment to evaluate a policy in: a scenario file (``config/scenarios/NAME.yaml``
+    or a path), or a bare scenario name configured from the policy's own metadata."""
+    from sim.config import SCENARIOS, load_config, make_config
+
+    path = Path(scenario)
+    named = REPO_ROOT / "config" / "scenarios" / f"{scenario}.yaml"
+    overrides = {"num_drones": drones} if drones else {}
+    if path.suffix in (".yaml", ".yml") or named.exists():
+        return load_config(path if path.suffix in (".yaml", ".yml") else named, overrides)
+    if scenario not in SCENARIOS:
+        files = sorted(p.stem for p in (REPO_ROOT / "config" / "scenarios").glob("*.yaml"))
+        raise ConfigError(f"--scenario: unknown scenario '{scenario}'; allowed: "
+                          f"{', '.join(SCENARIOS + tuple(files))} or a YAML path")
+    return make_config(scenario=scenario, action_mode=meta["action_mode"],
+                       neighbours_k=int(meta["obs_neighbours_k"]),
+                       neighbour_range_m=float(meta["neighbour_range_m"]),
+                       max_speed_mps=float(meta["max_speed_mps"]),
+                       max_yaw_rate_rad_s=float(meta["max_yaw_rate_rad_s"]),
+                       num_drones=drones or int(meta["num_drones"]))
+
+
+@app.command("eval")
+def eval_cmd(
+    policy: Annotated[Path, typer.Option(dir_okay=False, help="Policy file (.onnx).")],
+    scenario: Annotated[str, typer.Option(help="A scenario name (hover, static_formation, "
+                                          "swap_goals, dynamic_goals, obstacles), a file in "
+                                          "config/scenarios/ by name, or a YAML path.")],
+    drones: Annotated[int | None, typer.Option(min=1, help="Override the drone count.")
+                      ] = None,
+    episodes: Annotated[int, typer.Option(min=1, help="Held-out episodes.")] = 100,
+    seed: Annotated[int, typer.Option(min=0, help="Evaluation seed (episode k uses "
+                                      "seed + 10000 k, never a training stream).")] = 0,
+    backend: Annotated[Backend, typer.Option(help="Physics engine.")] = "batched",
+    plot: Annotated[Path | None, typer.Option(dir_okay=False, help="Trajectory plot (PNG) "
+                                              "of the first episode.")] = None,
+    run: Annotated[Path | None, typer.Option(file_okay=False, exists=True, help="Training run "
+                                             "directory: also plot its learning curve.")
+                   ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Evaluate a policy: metrics table (mean and 95 % CI) over held-out episodes."""
+    from swarm_rl.evaluate import OnnxPolicy, evaluate
+    from swarm_rl.plots import format_table, plot_learning_curve, plot_trajectories
+
+    pol = OnnxPolicy(policy)
+    env_cfg = _eval_config(scenario, pol.metadata, drones)
+    result = evaluate(pol, env_cfg, episodes, seed, Backend(backend).value, record=plot is not None)
+    typer.echo(f"{policy} on {env_cfg.scenario}, {env_cfg.num_drones} drones, "
+               f"{episodes} episodes ({Backend(backend).value})")
+    typer.echo(format_table(result.table))
+    out = result.to_dict()
+    if plot is not None:
+        t = result.trajectory
+        plot_trajectories(t.positions_m, t.goals_m, t.dt_s, plot,
+                          f"{policy.name} on {env_cfg.scenario}: first episode")
+        out["plot"] = str(plot)
+    if run is not None:
+        curve = (plot.with_name(plot.stem + "_learning.png") if plot is not None
+                 else run / "learning_curve.png")
+        plot_learning_curve(run / "progress.jsonl", curve, run.name)
+        out["learning_curve"] = str(curve)
+    if as_json:
+        emit_json(out)
 
 
 @export_app.command("onnx")

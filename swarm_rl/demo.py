@@ -9,7 +9,6 @@ the same observation a trained policy sees. The flight is recorded and written o
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 import sys
@@ -25,7 +24,7 @@ from sim.errors import ConfigError
 from sim.metrics import aggregate
 from sim.observation import ObsLayout
 from sim.swarm_env import SwarmVecEnv
-from swarm_rl import files
+from swarm_rl import files, plots
 
 log = logging.getLogger(__name__)
 
@@ -232,48 +231,14 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 def plot_trajectories(flight: Flight) -> bytes:
     """PNG: top view of the paths, altitude and distance to goal against time, per drone."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     summary = flight.summary()
-    n = flight.cfg.num_drones
-    pos, goals, t = flight.positions_m, flight.goals_m, flight.times_s
-    dist = np.linalg.norm(pos - goals, axis=-1)
-    fig = Figure(figsize=(16, 5.2), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    top, alt, err = fig.subplots(1, 3, width_ratios=[1.2, 1, 1])
-    if n <= 10:
-        colours = [matplotlib.colormaps["tab10"](i) for i in range(n)]
-    else:
-        colours = [matplotlib.colormaps["turbo"](i / (n - 1)) for i in range(n)]
-    for i, c in enumerate(colours):
-        label = f"cf{i + 1}" if n <= 10 else None
-        top.plot(pos[:, i, 0], pos[:, i, 1], color=c, lw=1.4, label=label)
-        top.plot(pos[0, i, 0], pos[0, i, 1], "o", color=c, ms=6, mfc="none")
-        top.plot(goals[-1, i, 0], goals[-1, i, 1], "x", color=c, ms=9, mew=2)
-        alt.plot(t, pos[:, i, 2], color=c, lw=1.2)
-        err.plot(t, dist[:, i], color=c, lw=1.2)
-    top.set(title="top view (o start, x goal)", xlabel="x (m)", ylabel="y (m)")
-    top.set_aspect("equal", adjustable="datalim")
-    top.grid(alpha=0.3)
-    if n <= 10:
-        top.legend(fontsize=8, loc="best", ncols=2)
-    alt.set(title="altitude", xlabel="time (s)", ylabel="z (m)")
-    alt.grid(alpha=0.3)
-    err.axhline(flight.cfg.success_radius_m, color="k", ls="--", lw=1,
-                label=f"success radius {flight.cfg.success_radius_m} m")
-    err.set(title="distance to goal", xlabel="time (s)", ylabel="distance (m)")
-    err.set_ylim(bottom=0)
-    err.grid(alpha=0.3)
-    err.legend(fontsize=8)
     sep = summary["min_separation_m"]
-    fig.suptitle(f"{n} drones, {flight.cfg.formation} formation, {flight.backend} physics: "
-                 f"success rate {summary['success_rate']:.0%}, min separation "
-                 f"{'n/a' if sep is None else f'{sep:.2f} m'}", fontsize=13)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    title = (f"{flight.cfg.num_drones} drones, {flight.cfg.formation} formation, "
+             f"{flight.backend} physics: success rate {summary['success_rate']:.0%}, "
+             f"min separation {'n/a' if sep is None else f'{sep:.2f} m'}")
+    dt_s = float(flight.times_s[1] - flight.times_s[0]) if len(flight.times_s) > 1 else 1.0
+    return plots.render_trajectories(flight.positions_m, flight.goals_m, dt_s, title,
+                                     flight.cfg.success_radius_m)
 
 
 def write_report(flight: Flight, out_dir: str | Path) -> dict:
