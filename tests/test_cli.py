@@ -123,3 +123,22 @@ def test_training_bad_input_is_one_clear_line(args, words):
     for word in words:
         assert word in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_eval_shipped_policy_writes_table_and_plot(tmp_path):
+    plot = tmp_path / "traj.png"
+    proc = run_cli("eval", "--policy", "policies/hover_single_motors.onnx", "--scenario",
+                   "hover_single", "--episodes", "4", "--plot", str(plot), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "success rate" in proc.stdout
+    result = last_json(proc.stdout)
+    assert result["episodes"] == 4 and len(result["per_episode"]["success_rate"]) == 4
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_refuses_a_policy_for_another_action_mode():
+    proc = run_cli("eval", "--policy", "policies/hover_single_motors.onnx", "--scenario",
+                   "obstacles_8", "--episodes", "1")
+    assert proc.returncode == 2
+    assert "action_mode=motors" in proc.stderr and "velocity" in proc.stderr
+    assert "Traceback" not in proc.stderr
