@@ -14,6 +14,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/swarm-rl demo --out results/demo
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check sim swarm_rl tests
 	$(PY) -m pytest -q tests
 
 bench: $(VENV)/.installed

@@ -276,7 +276,8 @@ def eval_cmd(
 
     pol = OnnxPolicy(policy)
     env_cfg = _eval_config(scenario, pol.metadata, drones)
-    result = evaluate(pol, env_cfg, episodes, seed, Backend(backend).value, record=plot is not None)
+    result = evaluate(pol, env_cfg, episodes, seed, Backend(backend).value,
+                      record=plot is not None)
     typer.echo(f"{policy} on {env_cfg.scenario}, {env_cfg.num_drones} drones, "
                f"{episodes} episodes ({Backend(backend).value})")
     typer.echo(format_table(result.table))

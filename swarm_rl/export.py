@@ -135,7 +135,7 @@ def random_observations(layout: ObsLayout, n: int, rng: np.random.Generator) -> 
     return obs
 
 
-# --- torch side -----------------------------------------------------------------------------------
+# --- torch side ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _single_thread() -> Iterator[None]:
     import torch

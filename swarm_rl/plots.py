@@ -96,7 +96,8 @@ def render_trajectories(positions: np.ndarray, goals: np.ndarray, dt: float, tit
     top, alt, err = fig.subplots(1, 3, width_ratios=[1.2, 1, 1])
     named = n <= 10
     for i, c in enumerate(_colours(n)):
-        top.plot(pos[:, i, 0], pos[:, i, 1], color=c, lw=1.4, label=f"cf{i + 1}" if named else None)
+        label = f"cf{i + 1}" if named else None
+        top.plot(pos[:, i, 0], pos[:, i, 1], color=c, lw=1.4, label=label)
         top.plot(pos[0, i, 0], pos[0, i, 1], "o", color=c, ms=6, mfc="none")
         top.plot(goals[-1, i, 0], goals[-1, i, 1], "x", color=c, ms=9, mew=2)
         if np.ptp(goals[:, i, :2], axis=0).max() > 1e-6:  # moving goal: draw its path

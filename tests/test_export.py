@@ -99,7 +99,7 @@ def recorded_observations(run: dict, n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(rows)[:n]
 
 
-# --- the trained checkpoints and the exported graph -------------------------------------------
+# --- the trained checkpoints and the exported graph ----------------------------------------------
 @pytest.mark.parametrize("name", RUNS)
 def test_trained_normaliser_is_nontrivial(runs, name):
     norm = runs[name]["actor"].norm
@@ -221,7 +221,7 @@ def test_clamp_is_in_the_graph(runs, tmp_path):
     assert parity(deterministic_policy(actor, cfg.env.action_mode), out, obs) <= PARITY_TOL
 
 
-# --- bad input ------------------------------------------------------------------------------------
+# --- bad input -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("section, key, value, named", [
     ("model", "preset", "offboard",
      r"own\.0\.0\.weight: checkpoint \(32, 19\) vs model \(64, 19\)"),
@@ -349,6 +349,7 @@ def test_reading_metadata_needs_no_torch(runs):
             "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules; "
             "print(m['obs_dim'])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+                          check=False, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "70"
