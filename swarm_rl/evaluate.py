@@ -3,7 +3,9 @@
 A policy is any callable that maps observations (B, obs_dim) float32 to normalised actions
 (B, 4) (:data:`Policy`); the observations come from the one observation function
 (:func:`sim.observation.observe_swarm`), so an exported ONNX policy, a torch actor wrapped in a
-function and the scripted baselines below are evaluated the same way. A policy object may also
+function and the scripted baselines below are evaluated the same way. The ONNX runner,
+:class:`~swarm_rl.runtime.policy.OnnxPolicy`, belongs to the deploy-side runtime (the robot
+nodes run the same class); it is re-exported here. A policy object may also
 have a ``check_compatible(env_cfg)`` method; :func:`evaluate` calls it before flying.
 
 Evaluation episodes are full, fixed-length episodes of :class:`sim.swarm_env.SwarmVecEnv`, run
@@ -25,7 +27,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,10 @@ from tqdm import tqdm
 
 from sim.config import EnvConfig
 from sim.crazyflie import load_model
-from sim.observation import LAYOUT_VERSION, ObsLayout
+from sim.observation import ObsLayout
 from sim.swarm_env import BACKENDS, SwarmVecEnv
-from swarm_rl.errors import PolicyFileError, PolicyMismatchError
+from swarm_rl.errors import PolicyMismatchError
+from swarm_rl.runtime.policy import NonFiniteObservation, OnnxPolicy  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -65,78 +67,6 @@ normal approximation knows nothing of it)."""
 
 
 # --- policies ------------------------------------------------------------------------------
-
-class OnnxPolicy:
-    """An exported policy run with onnxruntime (input ``obs`` [batch, obs_dim], output
-    ``action`` [batch, 4]), single-threaded by default.
-
-    The file and its metadata are validated by :func:`swarm_rl.export.read_policy_metadata`
-    (raises :class:`swarm_rl.errors.PolicyFileError` naming the file and the key);
-    :meth:`check_compatible` then compares what the policy was trained for with an
-    environment config.
-    """
-
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        from swarm_rl.export import read_policy_metadata
-
-        self.path = Path(path)
-        self.metadata: dict[str, str] = read_policy_metadata(self.path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise PolicyFileError(f"{self.path}: onnxruntime cannot load the model: "
-                                  f"{exc}") from exc
-        self.obs_dim = int(self.metadata["obs_dim"])
-        self.neighbours_k = int(self.metadata["obs_neighbours_k"])
-        self.layout_version = int(self.metadata["obs_layout_version"])
-        self.action_mode = self.metadata["action_mode"]
-
-    def check_compatible(self, env_cfg: EnvConfig) -> None:
-        """Raise :class:`PolicyMismatchError` unless this policy was trained for the observation
-        layout (version, neighbour count K, size, slices) and the action contract (mode; in
-        ``velocity`` mode also the speed and yaw-rate scales) of ``env_cfg``. Other differences
-        (control rate, neighbour range, drone model) are legitimate experiments: logged as
-        warnings."""
-        meta = self.metadata
-        layout = ObsLayout(env_cfg.neighbours_k)
-        checks = [("obs_layout_version", self.layout_version, LAYOUT_VERSION),
-                  ("obs_neighbours_k", self.neighbours_k, env_cfg.neighbours_k),
-                  ("obs_dim", self.obs_dim, layout.dim),
-                  ("action_mode", self.action_mode, env_cfg.action_mode)]
-        mismatches = [(name, ours, theirs) for name, ours, theirs in checks if ours != theirs]
-        if not mismatches and meta["obs_slices"] != layout.metadata()["obs_slices"]:
-            mismatches.append(("obs_slices", meta["obs_slices"],
-                               layout.metadata()["obs_slices"]))
-        if not mismatches and self.action_mode == "velocity":
-            for name in ("max_speed_mps", "max_yaw_rate_rad_s"):
-                ours, theirs = float(meta[name]), float(getattr(env_cfg, name))
-                if not math.isclose(ours, theirs, rel_tol=1e-9):
-                    mismatches.append((name, ours, theirs))
-        if mismatches:
-            what = "; ".join(f"policy expects {name}={ours}, the scenario uses {theirs}"
-                             for name, ours, theirs in mismatches)
-            raise PolicyMismatchError(f"{self.path}: {what}", mismatches)
-        for name, theirs in (("control_hz", env_cfg.control_hz),
-                             ("neighbour_range_m", env_cfg.neighbour_range_m),
-                             ("drone_model", env_cfg.model)):
-            ours = meta[name]
-            same = ours == str(theirs) if name == "drone_model" else \
-                math.isclose(float(ours), float(theirs), rel_tol=1e-9)
-            if not same:
-                log.warning("%s: policy was trained with %s=%s, the scenario uses %s",
-                            self.path, name, ours, theirs)
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.ascontiguousarray(obs, dtype=np.float32)
-        return self.session.run(["action"], {"obs": obs})[0]
-
 
 class HoverPolicy:
     """Baseline: every drone always sends the action that holds a nominal drone in place

@@ -1,0 +1,1 @@
+"""Deploy-side runtime: no torch, no pybullet."""

@@ -1,0 +1,215 @@
+"""What one robot knows of its neighbours: the latest validated state of each, filtered by
+communication range and age in the receiving robot (so the same graph works for 4 or 64
+robots).
+
+Every update comes from outside (a ROS message, a radio packet) and is validated: a finite
+stamp, position and velocity, a plausible magnitude (``|pos| < MAX_POSITION_M``,
+``|vel| < MAX_SPEED_MPS``) and a stamp no older than the one already held (see
+:meth:`NeighbourTable.update` for clocks that jump); a bad one is dropped and counted by reason
+in :attr:`NeighbourTable.rejected`.
+
+Ages. A neighbour's state is kept as last received, never extrapolated: a wrong extrapolation
+(a neighbour that braked) is worse for the shield than a known age. Instead, a neighbour older
+than ``stale_after_s`` gets an extra safety radius ``inflate_mps * age_s`` (how far it could
+have moved since at ``inflate_mps``), and one older than ``drop_after_s`` is left out. A stamp
+ahead of the receiver's clock (clock offset between machines) counts as age 0, up to
+``drop_after_s`` ahead; further ahead it is left out too, so one corrupt stamp cannot make a
+neighbour look fresh for ever.
+
+:meth:`NeighbourTable.observation_features` gives the policy's neighbour features through
+:func:`sim.observation.nearest_neighbours`, the function the simulator's fused kernel is
+tested against, so a robot observes what the simulator would on the same states. Stale
+neighbours appear there at their last known state (the simulator has no stale ones).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.observation import nearest_neighbours
+
+MAX_POSITION_M = 1e3
+"""Updates with ``|pos| >= MAX_POSITION_M`` are rejected (``position_implausible``)."""
+MAX_SPEED_MPS = 50.0
+"""Updates with ``|vel| >= MAX_SPEED_MPS`` are rejected (``velocity_implausible``)."""
+
+REJECT_REASONS = ("bad_name", "bad_shape", "nonfinite", "position_implausible",
+                  "velocity_implausible", "from_future", "out_of_order")
+"""Keys of :attr:`NeighbourTable.rejected`."""
+
+
+@dataclass(frozen=True)
+class NeighbourSnapshot:
+    """Neighbours usable now, nearest first (ties by name). World frame, SI units."""
+
+    names: tuple[str, ...]
+    pos_m: np.ndarray
+    """(M, 3) last received positions."""
+    vel_mps: np.ndarray
+    """(M, 3) last received velocities."""
+    age_s: np.ndarray
+    """(M,) ``now_s - stamp_s``, at least 0."""
+    extra_radius_m: np.ndarray
+    """(M,) ``inflate_mps * age_s`` where ``age_s > stale_after_s``, else 0."""
+    distance_m: np.ndarray
+    """(M,) distance from the observer's position."""
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def check_vector(value: object) -> tuple[np.ndarray | None, str | None]:
+    """``value`` as a float (3,) array, or ``(None, reason)`` with a :data:`REJECT_REASONS`
+    key (``bad_shape``, ``nonfinite``)."""
+    try:
+        arr = np.array(value, dtype=float)  # a copy: the caller may reuse its buffer
+    except (TypeError, ValueError):
+        return None, "bad_shape"
+    if arr.shape != (3,):
+        return None, "bad_shape"
+    if not np.isfinite(arr).all():
+        return None, "nonfinite"
+    return arr, None
+
+
+class NeighbourTable:
+    """The latest state of each neighbour, by name (``cf1``, ``cf2``, ...).
+
+    ``k``: neighbour slots of the policy's observation. ``range_m``: communication range;
+    neighbours farther than it are not seen (``<=`` is seen, as in the simulator).
+    ``stale_after_s`` / ``drop_after_s`` / ``inflate_mps``: see the module docstring (an age
+    equal to a limit is still on the near side of it). The table may hold the observer's own
+    entry (an aggregated swarm-state message has everyone); the queries leave ``own_name`` out.
+    """
+
+    def __init__(self, k: int, range_m: float, stale_after_s: float, drop_after_s: float,
+                 inflate_mps: float) -> None:
+        if k < 0:
+            raise ValueError(f"k: must be >= 0, got {k}")
+        for name, value in (("range_m", range_m), ("stale_after_s", stale_after_s),
+                            ("drop_after_s", drop_after_s), ("inflate_mps", inflate_mps)):
+            if not (_finite_scalar(value) and value >= 0):
+                raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
+        if drop_after_s < stale_after_s:
+            raise ValueError(f"drop_after_s: must be >= stale_after_s ({stale_after_s}), got "
+                             f"{drop_after_s}")
+        self.k = k
+        self.range_m = float(range_m)
+        self.stale_after_s = float(stale_after_s)
+        self.drop_after_s = float(drop_after_s)
+        self.inflate_mps = float(inflate_mps)
+        self.rejected: Counter[str] = Counter()
+        """Rejected updates by reason (:data:`REJECT_REASONS`)."""
+        self._states: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def update(self, name: str, stamp_s: float, pos: np.ndarray, vel: np.ndarray,
+               now_s: float | None = None) -> bool:
+        """Record ``name``'s state at ``stamp_s`` (world frame, m and m/s). Returns whether it
+        was accepted; a rejected update leaves the table as it was and counts its reason.
+
+        With the receiver's clock ``now_s``, a stamp more than ``drop_after_s`` ahead of it is
+        rejected (``from_future``). A stamp older than the one held is rejected
+        (``out_of_order``) unless it is older by more than ``drop_after_s``: then the sender's
+        clock went back (a restarted simulator) and the table starts over with it.
+        """
+        reason = None
+        if not isinstance(name, str) or not name:
+            reason = "bad_name"
+        pos_arr, why_pos = check_vector(pos)
+        vel_arr, why_vel = check_vector(vel)
+        if reason is None:
+            if "bad_shape" in (why_pos, why_vel):
+                reason = "bad_shape"
+            elif why_pos or why_vel or not _finite_scalar(stamp_s):
+                reason = "nonfinite"
+            elif too_large(pos_arr, MAX_POSITION_M):
+                reason = "position_implausible"
+            elif too_large(vel_arr, MAX_SPEED_MPS):
+                reason = "velocity_implausible"
+            elif now_s is not None and float(stamp_s) > float(now_s) + self.drop_after_s:
+                reason = "from_future"
+            elif name in self._states and (
+                    self._states[name][0] - self.drop_after_s
+                    <= float(stamp_s) < self._states[name][0]):
+                reason = "out_of_order"
+        if reason is not None:
+            self.rejected[reason] += 1
+            return False
+        self._states[name] = (float(stamp_s), pos_arr, vel_arr)
+        return True
+
+    def forget(self, name: str) -> None:
+        """Drop ``name``'s entry (e.g. a robot that left the swarm)."""
+        self._states.pop(name, None)
+
+    def snapshot(self, own_name: str | None, own_pos: np.ndarray, now_s: float
+                 ) -> NeighbourSnapshot:
+        """Neighbours other than ``own_name`` within ``range_m`` of ``own_pos`` whose stamps
+        are within ``drop_after_s`` of ``now_s`` (either side), nearest first, with their ages
+        and extra radii."""
+        own = _own_position(own_pos)
+        if not _finite_scalar(now_s):
+            raise ValueError(f"now_s: must be finite, got {now_s}")
+        names = [name for name in self._states if name != own_name]
+        entries = [self._states[name] for name in names]
+        stamp = np.array([e[0] for e in entries], dtype=float)
+        pos = np.array([e[1] for e in entries], dtype=float).reshape(-1, 3)
+        vel = np.array([e[2] for e in entries], dtype=float).reshape(-1, 3)
+        age_s = float(now_s) - stamp
+        dist = np.linalg.norm(pos - own, axis=1)
+        keep = np.flatnonzero((np.abs(age_s) <= self.drop_after_s) & (dist <= self.range_m))
+        age_s = np.maximum(age_s, 0.0)
+        keep = keep[np.lexsort((np.array(names, dtype=str)[keep], dist[keep]))]
+        age_s = age_s[keep]
+        return NeighbourSnapshot(
+            names=tuple(names[i] for i in keep), pos_m=pos[keep], vel_mps=vel[keep],
+            age_s=age_s,
+            extra_radius_m=np.where(age_s > self.stale_after_s, self.inflate_mps * age_s, 0.0),
+            distance_m=dist[keep])
+
+    def observation_features(self, own_name: str | None, own_pos: np.ndarray,
+                             own_vel: np.ndarray, now_s: float
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """The policy's neighbour part for the observer at ``own_pos``/``own_vel``: (K, 6)
+        features (relative position, relative velocity; zeros where masked) and the (K,) bool
+        mask, nearest first, from :func:`sim.observation.nearest_neighbours` on
+        :meth:`snapshot` (stale neighbours at their last known state, dropped ones absent)."""
+        return self.features(self.snapshot(own_name, own_pos, now_s), own_pos, own_vel)
+
+    def features(self, snap: NeighbourSnapshot, own_pos: np.ndarray, own_vel: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`observation_features` from a :meth:`snapshot` taken at ``own_pos`` (one
+        snapshot per tick serves both the policy and the shield)."""
+        own = _own_position(own_pos)
+        own_v, _ = check_vector(own_vel)
+        if own_v is None:
+            raise ValueError(f"own_vel: expected 3 finite numbers, got {own_vel!r}")
+        rel_pos = (snap.pos_m - own)[None]
+        rel_vel = (snap.vel_mps - own_v)[None]
+        valid = np.ones((1, len(snap)), bool)
+        feats, mask = nearest_neighbours(rel_pos, rel_vel, valid, self.k, self.range_m)
+        return feats[0], mask[0]
+
+
+def too_large(vector: np.ndarray, limit: float) -> bool:
+    """``|vector| >= limit`` for a finite vector, without overflowing on huge entries."""
+    return bool(np.abs(vector).max() >= limit or np.linalg.norm(vector) >= limit)
+
+
+def _finite_scalar(value: object) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _own_position(own_pos: np.ndarray) -> np.ndarray:
+    own, _ = check_vector(own_pos)
+    if own is None:
+        raise ValueError(f"own_pos: expected 3 finite numbers, got {own_pos!r}")
+    return own

@@ -1,0 +1,367 @@
+"""One robot's decision step: what a robot node calls every control tick.
+
+:meth:`RobotController.step` takes the robot's own state (:class:`OwnState`), its goal and an
+optional obstacle patch, reads its neighbours from a :class:`~swarm_rl.runtime.neighbours.
+NeighbourTable`, and returns a :class:`Command`: a world-frame velocity setpoint and a yaw rate
+for the ``cmd_velocity_world`` topic, with diagnostics. On a good tick:
+
+1. the observation is built by :func:`sim.observation.build_observation` (the one observation
+   function; neighbours through :func:`sim.observation.nearest_neighbours`), exactly as the
+   simulator builds it on the same states;
+2. the ONNX policy (:class:`~swarm_rl.runtime.policy.OnnxPolicy`, ``velocity`` mode only:
+   robots command velocity over the radio) gives a normalised action, scaled to SI by the
+   policy's own metadata;
+3. the setpoint goes through the shield, if one is given (:class:`VelocityShield`).
+
+Safety rules (DESIGN.md, "Safety, faults and bad input"): the command is always finite.
+
+- Own state missing, malformed, non-finite, implausible (``|pos| >= 1e3`` m, ``|vel| >= 50``
+  m/s, ``|omega| >= 100`` rad/s, a matrix that is not a rotation), older than ``own_stale_s``
+  or stamped more than that ahead of ``now_s``: **hover** (zero velocity and yaw rate; the
+  shield cannot run without an own position). Once that has lasted ``land_after_s`` on the
+  ``now_s`` clock: **land** (``vz = -landing_speed_mps``). A good own state resumes normal
+  control (landing for good is the bridge watchdog's job). A non-finite ``now_s`` is treated
+  the same way, but cannot advance the landing timer.
+- Goal invalid (not 3 finite numbers, ``|goal| >= 1e3`` m), obstacle patch invalid (not 9
+  values, NaN, or below ``-OBSTACLE_RANGE_M``; ``inf`` means nothing there), the policy failing
+  or giving a non-finite action: hover, through the shield.
+- The shield raising or returning something other than a finite 3-vector: hover, flagged as a
+  shield fallback (a shield that reports ``fallback`` itself keeps its own setpoint).
+
+Every rejected input is counted by reason (:attr:`RobotController.rejected`, plus the
+neighbour table's counts as ``neighbour_<reason>``) and each command says why it is not the
+plain policy command (:attr:`CommandDiagnostics.reasons`).
+
+Imports neither torch nor pybullet.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from sim.observation import OBSTACLE_RANGE_M, ObsLayout, build_observation
+from swarm_rl.errors import PolicyMismatchError
+from swarm_rl.runtime.neighbours import (MAX_POSITION_M, MAX_SPEED_MPS, NeighbourSnapshot,
+                                         NeighbourTable, too_large)
+from swarm_rl.runtime.policy import NonFiniteObservation, OnnxPolicy
+
+log = logging.getLogger(__name__)
+
+ROTATION_TOL = 1e-3
+"""Largest ``|R^T R - I|`` entry and ``|det R - 1|`` of an accepted rotation matrix."""
+MAX_BODY_RATE_RAD_S = 100.0
+"""Own body rates with ``|omega| >= MAX_BODY_RATE_RAD_S`` are rejected (the Crazyflie's gyro
+saturates at 2000 deg/s, 35 rad/s)."""
+OBSTACLE_PATCH_SIZE = 9
+MIN_OBSTACLE_DISTANCE_M = -OBSTACLE_RANGE_M
+"""Patch distances below this are rejected: a point inside a column is at most its radius
+(well under 2 m) from the surface."""
+
+
+class CommandMode(enum.Enum):
+    POLICY = "policy"
+    """The policy's setpoint (shielded if a shield is set)."""
+    HOVER = "hover"
+    """Zero velocity: a fault or bad input this tick (see the reasons)."""
+    LAND = "land"
+    """Descend at ``landing_speed_mps``: own state bad for ``land_after_s`` or longer."""
+
+
+@dataclass(frozen=True)
+class OwnState:
+    """The robot's own state at ``stamp_s`` (same clock as ``now_s``)."""
+
+    pos_m: np.ndarray
+    """(3,) world frame (ENU)."""
+    vel_mps: np.ndarray
+    """(3,) world frame."""
+    rot: np.ndarray
+    """(3, 3) rotation matrix body (FLU) -> world."""
+    omega_rad_s: np.ndarray
+    """(3,) angular velocity in the body frame."""
+    stamp_s: float
+
+
+class VelocityShield(Protocol):
+    """What :class:`RobotController` needs of a safety shield: a velocity filter.
+
+    Arguments, world frame, SI: own position (3,), own velocity (3,), nominal velocity
+    setpoint (3,), neighbours' positions (M, 3) and velocities (M, 3), and their extra safety
+    radii (M,) for stale data. Returns the safe velocity setpoint (3,) and a diagnostics
+    mapping; its keys ``intervened`` and ``fallback`` (bools) are read if present, and the
+    whole mapping is passed on in :attr:`CommandDiagnostics.shield_info`.
+    """
+
+    def __call__(self, own_pos: np.ndarray, own_vel: np.ndarray, v_nominal: np.ndarray,
+                 neighbour_pos: np.ndarray, neighbour_vel: np.ndarray,
+                 neighbour_extra_radius: np.ndarray) -> tuple[np.ndarray, Mapping[str, Any]]:
+        ...
+
+
+@dataclass(frozen=True)
+class CommandDiagnostics:
+    reasons: tuple[str, ...] = ()
+    """Why this command is not the plain policy command (empty on a normal tick)."""
+    shielded: bool = False
+    """The setpoint went through the shield."""
+    shield_intervened: bool = False
+    shield_fallback: bool = False
+    """The shield failed, or reported falling back to its own safe command."""
+    policy_latency_us: float | None = None
+    """Wall time of the policy call; None when the policy did not run."""
+    neighbours: int = 0
+    """Neighbours in range and not dropped (policy and shield)."""
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Rejected inputs so far, by reason (own, goal, patch and ``neighbour_*``)."""
+    shield_info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One tick's output: a setpoint for ``/cfN/cmd_velocity_world``."""
+
+    velocity_mps: np.ndarray
+    """(3,) world frame, always finite."""
+    yaw_rate_rad_s: float
+    mode: CommandMode
+    diagnostics: CommandDiagnostics
+
+    @property
+    def landing(self) -> bool:
+        return self.mode is CommandMode.LAND
+
+
+class RobotController:
+    """The decision step of robot ``name``.
+
+    ``policy``: a ``velocity``-mode policy whose observation layout has ``neighbours.k``
+    neighbour slots (else :class:`~swarm_rl.errors.PolicyMismatchError` naming the field).
+    ``neighbours``: the table the node fills from its subscriptions. ``shield``: optional
+    velocity filter. ``own_stale_s``: the oldest own state acted on. ``land_after_s``: how long
+    the own state may stay bad (hovering) before landing at ``landing_speed_mps``.
+    """
+
+    def __init__(self, policy: OnnxPolicy, neighbours: NeighbourTable, name: str,
+                 shield: VelocityShield | None = None, own_stale_s: float = 0.1,
+                 land_after_s: float = 2.0, landing_speed_mps: float = 0.3) -> None:
+        for key, value in (("own_stale_s", own_stale_s), ("land_after_s", land_after_s),
+                           ("landing_speed_mps", landing_speed_mps)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{key}: must be a finite number >= 0, got {value}")
+        if policy.action_mode != "velocity":
+            raise PolicyMismatchError(
+                f"{policy.path}: policy expects action_mode={policy.action_mode}, the robot "
+                "runtime uses velocity (robots send velocity setpoints over the radio)",
+                [("action_mode", policy.action_mode, "velocity")])
+        policy.check_layout(ObsLayout(neighbours.k), "velocity", against="the robot runtime")
+        if not math.isclose(policy.neighbour_range_m, neighbours.range_m, rel_tol=1e-9):
+            log.warning("%s: %s: policy was trained with neighbour_range_m=%s, the neighbour "
+                        "table uses %s", name, policy.path, policy.neighbour_range_m,
+                        neighbours.range_m)
+        self.policy = policy
+        self.neighbours = neighbours
+        self.name = name
+        self.shield = shield
+        self.own_stale_s = float(own_stale_s)
+        self.land_after_s = float(land_after_s)
+        self.landing_speed_mps = float(landing_speed_mps)
+        self.rejected: Counter[str] = Counter()
+        """Rejected own-state, goal and obstacle-patch inputs, by reason."""
+        self._bad_since_s: float | None = None
+        self._bad_for_s = 0.0
+        self._default_patch = np.full(OBSTACLE_PATCH_SIZE, OBSTACLE_RANGE_M)
+
+    # --- the tick --------------------------------------------------------------------------
+
+    def step(self, now_s: float, own: OwnState | None, goal_m: np.ndarray,
+             obstacle_patch_m: np.ndarray | None = None) -> Command:
+        """This tick's command at time ``now_s``. ``goal_m``: (3,) world frame.
+        ``obstacle_patch_m``: the 9 distances of the observation's obstacle patch
+        (:data:`sim.observation.PATCH_OFFSETS_M`; ``inf`` = nothing there), None when no
+        obstacles are known."""
+        reason = self._check_own(own, now_s)
+        if reason is not None:
+            self.rejected[reason] += 1
+            return self._blind_command(now_s, reason)
+        self._bad_since_s, self._bad_for_s = None, 0.0
+        assert own is not None  # _check_own returned None
+        pos, vel = np.asarray(own.pos_m, float), np.asarray(own.vel_mps, float)
+        reasons: list[str] = []
+        snap = self.neighbours.snapshot(self.name, pos, now_s)
+        v_nominal, yaw_rate = np.zeros(3), 0.0
+        mode, latency_us = CommandMode.HOVER, None
+        goal, why_goal = _vector3(goal_m, MAX_POSITION_M, "goal")
+        patch, why_patch = self._patch(obstacle_patch_m)
+        for why in (why_goal, why_patch):
+            if why is not None:
+                self.rejected[why] += 1
+                reasons.append(why)
+        if not reasons:
+            obs = self._observation(own, goal, patch, snap)
+            start = time.perf_counter_ns()
+            try:
+                action = self.policy(obs)
+            except NonFiniteObservation as exc:  # inputs were checked: float32 overflow
+                action, why = None, "observation_nonfinite"
+                log.warning("%s: %s", self.name, exc)
+            except Exception:  # onnxruntime's own errors: hover, never crash the loop
+                action, why = None, "policy_error"
+                log.exception("%s: policy failed", self.name)
+            latency_us = (time.perf_counter_ns() - start) / 1e3
+            if action is not None and not np.isfinite(action).all():
+                action, why = None, "policy_action_nonfinite"
+            if action is None:
+                reasons.append(why)
+            else:
+                v_nominal, yaw_rate = self.policy.to_velocity_setpoint(action)
+                mode = CommandMode.POLICY
+        return self._shielded(pos, vel, v_nominal, yaw_rate, mode, snap, reasons, latency_us)
+
+    def observe(self, now_s: float, own: OwnState, goal_m: np.ndarray,
+                obstacle_patch_m: np.ndarray | None = None) -> np.ndarray:
+        """The observation (obs_dim,) float32 that :meth:`step` would feed the policy for these
+        inputs; ``ValueError`` where :meth:`step` would not run the policy."""
+        reason = self._check_own(own, now_s)
+        goal, why_goal = _vector3(goal_m, MAX_POSITION_M, "goal")
+        patch, why_patch = self._patch(obstacle_patch_m)
+        if reason or why_goal or why_patch:
+            raise ValueError(f"{self.name}: no observation: {reason or why_goal or why_patch}")
+        return self._observation(own, goal, patch,
+                                 self.neighbours.snapshot(self.name, own.pos_m, now_s))
+
+    # --- pieces ----------------------------------------------------------------------------
+
+    def _observation(self, own: OwnState, goal: np.ndarray, patch: np.ndarray,
+                     snap: NeighbourSnapshot) -> np.ndarray:
+        """Layout observation (obs_dim,) float32 from checked inputs, by the one observation
+        function (height = own z above the floor at z = 0, as in the simulator)."""
+        pos, vel = np.asarray(own.pos_m, float), np.asarray(own.vel_mps, float)
+        feats, mask = self.neighbours.features(snap, pos, vel)
+        return build_observation((pos - goal)[None], vel[None], np.asarray(own.rot)[None],
+                                 np.asarray(own.omega_rad_s)[None], pos[2:3], feats[None],
+                                 mask[None], patch[None])[0]
+
+    def _check_own(self, own: OwnState | None, now_s: float) -> str | None:
+        """None if ``own`` can be acted on at ``now_s``, else the reason."""
+        if not _finite(now_s):
+            return "clock_nonfinite"
+        if own is None:
+            return "own_state_missing"
+        try:
+            pos = np.asarray(own.pos_m, dtype=float)
+            vel = np.asarray(own.vel_mps, dtype=float)
+            rot = np.asarray(own.rot, dtype=float)
+            omega = np.asarray(own.omega_rad_s, dtype=float)
+        except (TypeError, ValueError):
+            return "own_state_bad_shape"
+        if pos.shape != (3,) or vel.shape != (3,) or rot.shape != (3, 3) or omega.shape != (3,):
+            return "own_state_bad_shape"
+        if not (np.isfinite(pos).all() and np.isfinite(vel).all() and np.isfinite(rot).all()
+                and np.isfinite(omega).all() and _finite(own.stamp_s)):
+            return "own_state_nonfinite"
+        if too_large(pos, MAX_POSITION_M):
+            return "own_position_implausible"
+        if too_large(vel, MAX_SPEED_MPS):
+            return "own_velocity_implausible"
+        if too_large(omega, MAX_BODY_RATE_RAD_S):
+            return "own_body_rate_implausible"
+        if (np.abs(rot).max() > 1.0 + ROTATION_TOL
+                or np.abs(rot.T @ rot - np.eye(3)).max() > ROTATION_TOL
+                or abs(np.linalg.det(rot) - 1.0) > ROTATION_TOL):
+            return "own_rotation_invalid"
+        age_s = float(now_s) - float(own.stamp_s)
+        if age_s > self.own_stale_s:
+            return "own_state_stale"
+        if age_s < -self.own_stale_s:
+            return "own_state_from_future"
+        return None
+
+    def _blind_command(self, now_s: float, reason: str) -> Command:
+        """Hover, then land, while the own state cannot be acted on."""
+        if _finite(now_s):  # without a clock the timer keeps its last value
+            if self._bad_since_s is None:
+                self._bad_since_s = float(now_s)
+            self._bad_for_s = float(now_s) - self._bad_since_s
+        if self._bad_for_s >= self.land_after_s:
+            mode, velocity = CommandMode.LAND, np.array([0.0, 0.0, -self.landing_speed_mps])
+        else:
+            mode, velocity = CommandMode.HOVER, np.zeros(3)
+        return Command(velocity, 0.0, mode,
+                       CommandDiagnostics(reasons=(reason,), rejected=self._rejected()))
+
+    def _patch(self, patch: np.ndarray | None) -> tuple[np.ndarray, str | None]:
+        if patch is None:
+            return self._default_patch, None
+        try:
+            arr = np.asarray(patch, dtype=float)
+        except (TypeError, ValueError):
+            return self._default_patch, "obstacle_patch_invalid"
+        if (arr.shape != (OBSTACLE_PATCH_SIZE,) or np.isnan(arr).any()
+                or (arr < MIN_OBSTACLE_DISTANCE_M).any()):
+            return self._default_patch, "obstacle_patch_invalid"
+        return np.minimum(arr, OBSTACLE_RANGE_M), None
+
+    def _shielded(self, pos: np.ndarray, vel: np.ndarray, v_nominal: np.ndarray,
+                  yaw_rate: float, mode: CommandMode, snap: NeighbourSnapshot, reasons: list[str],
+                  latency_us: float | None) -> Command:
+        velocity, info = v_nominal, {}
+        shielded = intervened = fallback = False
+        if self.shield is not None:
+            try:
+                out, info = self.shield(pos, vel, v_nominal, snap.pos_m, snap.vel_mps,
+                                        snap.extra_radius_m)
+                out = np.asarray(out, dtype=float)
+                info = dict(info) if info is not None else {}
+            except Exception:  # any shield failure: stop, never crash the loop
+                log.exception("%s: shield failed", self.name)
+                out, info = None, {}
+                reasons.append("shield_error")
+            if out is not None and (out.shape != (3,) or not np.isfinite(out).all()):
+                reasons.append("shield_output_invalid")
+                out = None
+            if out is None:
+                velocity, fallback, mode = np.zeros(3), True, CommandMode.HOVER
+            else:
+                velocity, shielded = out, True
+                changed = float(np.abs(out - v_nominal).max()) > 1e-9
+                intervened = bool(info.get("intervened", changed))
+                fallback = bool(info.get("fallback", False))
+                if fallback:
+                    reasons.append("shield_fallback")
+        if not (np.isfinite(velocity).all() and math.isfinite(yaw_rate)):  # defence in depth
+            velocity, yaw_rate, mode = np.zeros(3), 0.0, CommandMode.HOVER
+            reasons.append("output_nonfinite")
+        return Command(np.array(velocity, dtype=float), float(yaw_rate), mode,
+                       CommandDiagnostics(tuple(reasons), shielded, intervened, fallback,
+                                          latency_us, len(snap), self._rejected(), info))
+
+    def _rejected(self) -> dict[str, int]:
+        out = dict(self.rejected)
+        out.update({f"neighbour_{k}": v for k, v in self.neighbours.rejected.items()})
+        return out
+
+
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _vector3(value: object, limit: float, what: str) -> tuple[np.ndarray, str | None]:
+    """``value`` as a finite (3,) array with norm below ``limit``, or (zeros, reason)."""
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return np.zeros(3), f"{what}_invalid"
+    if arr.shape != (3,) or not np.isfinite(arr).all() or too_large(arr, limit):
+        return np.zeros(3), f"{what}_invalid"
+    return arr, None

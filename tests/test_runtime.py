@@ -1,0 +1,555 @@
+"""Deploy-side runtime: the ONNX policy runner, the neighbour table and one robot's decision
+step, checked against the simulator's observation function; and the no-torch import rule."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from sim.config import make_config
+from sim.observation import LAYOUT_VERSION, PATCH_OFFSETS_M, ObsLayout, observe_swarm
+from sim.world import World, obstacle_distance_xy
+from swarm_rl.errors import PolicyMismatchError
+from swarm_rl.export import REQUIRED_KEYS
+from swarm_rl.runtime.neighbours import NeighbourTable
+from swarm_rl.runtime.policy import NonFiniteObservation, OnnxPolicy
+from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController
+
+ROOT = Path(__file__).resolve().parents[1]
+K = 3
+RANGE_M = 1.5
+
+
+def _policy_file(path: Path, k: int = K, action_mode: str = "velocity",
+                 weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+                 max_speed_mps: float = 2.0, max_yaw_rate_rad_s: float = 3.0,
+                 neighbour_range_m: float = RANGE_M, **meta_overrides: str) -> Path:
+    """A hand-built affine policy, action = obs @ W + b, with export-style metadata."""
+    layout = ObsLayout(k)
+    weight = np.zeros((layout.dim, 4), np.float32) if weight is None else weight
+    bias = np.zeros(4, np.float32) if bias is None else bias
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["obs", "W"], ["wx"]),
+         helper.make_node("Add", ["wx", "b"], ["action"])], "affine_policy",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", layout.dim])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(weight.astype(np.float32), "W"),
+         numpy_helper.from_array(bias.astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    low = "-1,-1,-1,-1" if action_mode == "velocity" else "0,0,0,0"
+    meta = {**layout.metadata(), "action_mode": action_mode, "action_low": low,
+            "action_high": "1,1,1,1", "control_hz": "50",
+            "max_speed_mps": str(max_speed_mps), "max_yaw_rate_rad_s": str(max_yaw_rate_rad_s),
+            "neighbour_range_m": str(neighbour_range_m), "drone_model": "cf2x",
+            "scenario": "swap_goals", "num_drones": "8", "training_steps": "0",
+            "model_preset": "test", "encoder": "none", "source_commit": "test",
+            "swarm_rl_version": "0", "producer": "tests"}
+    assert set(REQUIRED_KEYS) <= set(meta)
+    meta.update(meta_overrides)
+    helper.set_model_props(model, meta)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _goal_weight(k: int = K, gain: float = 0.5, yaw_gain: float = 0.5) -> np.ndarray:
+    """W of a P controller: velocity action = -gain * goal_error, yaw action = yaw_gain *
+    body rate z."""
+    layout = ObsLayout(k)
+    w = np.zeros((layout.dim, 4), np.float32)
+    goal = layout.slices["goal_error"]
+    w[goal.start:goal.stop, :3] = -gain * np.eye(3)
+    w[layout.slices["body_rates"].start + 2, 3] = yaw_gain
+    return w
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("policies")
+
+
+@pytest.fixture(scope="module")
+def goal_policy(policy_dir):
+    return OnnxPolicy(_policy_file(policy_dir / "goal.onnx", weight=_goal_weight()))
+
+
+def _table(k: int = K, range_m: float = RANGE_M, stale_after_s: float = 0.5,
+           drop_after_s: float = 2.0, inflate_mps: float = 0.5) -> NeighbourTable:
+    return NeighbourTable(k, range_m, stale_after_s, drop_after_s, inflate_mps)
+
+
+def _own(pos=(0.0, 0.0, 1.0), vel=(0.0, 0.0, 0.0), rot=None, omega=(0.0, 0.0, 0.0),
+         stamp_s=0.0) -> OwnState:
+    return OwnState(np.asarray(pos, float), np.asarray(vel, float),
+                    np.eye(3) if rot is None else np.asarray(rot, float),
+                    np.asarray(omega, float), stamp_s)
+
+
+# --- policy runner -------------------------------------------------------------------------
+
+def test_policy_runs_one_observation_or_a_batch(policy_dir):
+    rng = np.random.default_rng(0)
+    layout = ObsLayout(K)
+    w = rng.normal(size=(layout.dim, 4)).astype(np.float32)
+    b = rng.normal(size=4).astype(np.float32)
+    policy = OnnxPolicy(_policy_file(policy_dir / "affine.onnx", weight=w, bias=b))
+    assert policy.session.get_providers() == ["CPUExecutionProvider"]
+    obs = rng.normal(size=(5, layout.dim)).astype(np.float32)
+    batch = policy(obs)
+    assert batch.shape == (5, 4) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch, obs @ w + b, rtol=1e-5, atol=1e-5)
+    single = policy(obs[2])
+    assert single.shape == (4,)
+    np.testing.assert_array_equal(single, batch[2])
+    with pytest.raises(ValueError, match=rf"obs: expected shape \({layout.dim},\)"):
+        policy(obs[:, :-1])
+
+
+def test_evaluate_uses_the_runtime_runner():
+    import swarm_rl.evaluate as evaluate
+
+    assert evaluate.OnnxPolicy is OnnxPolicy
+    assert evaluate.PolicyMismatchError is PolicyMismatchError
+
+
+@pytest.mark.parametrize("expected, fields, text", [
+    (dict(layout=ObsLayout(K + 1), action_mode="velocity"), ["obs_neighbours_k", "obs_dim"],
+     f"policy expects obs_neighbours_k={K}, the robot runtime uses {K + 1}"),
+    (dict(layout=ObsLayout(K), action_mode="motors"), ["action_mode"],
+     "policy expects action_mode=velocity, the robot runtime uses motors"),
+    (dict(layout=ObsLayout(K, LAYOUT_VERSION + 1), action_mode="velocity"),
+     ["obs_layout_version"], f"policy expects obs_layout_version={LAYOUT_VERSION}, the robot "
+                             f"runtime uses {LAYOUT_VERSION + 1}"),
+    (dict(layout=ObsLayout(K), action_mode="velocity", max_speed_mps=1.0), ["max_speed_mps"],
+     "policy expects max_speed_mps=2.0, the robot runtime uses 1.0"),
+])
+def test_metadata_mismatch_is_refused_naming_the_field(goal_policy, expected, fields, text):
+    goal_policy.check_layout(ObsLayout(K), "velocity", max_speed_mps=2.0,
+                             against="the robot runtime")  # the matching contract passes
+    with pytest.raises(PolicyMismatchError) as err:
+        goal_policy.check_layout(**expected, against="the robot runtime")
+    assert err.value.fields == fields
+    assert text in str(err.value) and "goal.onnx" in str(err.value)
+
+
+def test_check_compatible_still_reads_an_env_config(goal_policy):
+    goal_policy.check_compatible(make_config(action_mode="velocity", neighbours_k=K,
+                                             max_speed_mps=2.0, max_yaw_rate_rad_s=3.0))
+    with pytest.raises(PolicyMismatchError, match="the scenario uses 6"):
+        goal_policy.check_compatible(make_config(action_mode="velocity", neighbours_k=6))
+
+
+def test_non_finite_observation_is_refused(goal_policy):
+    layout = ObsLayout(K)
+    obs = np.zeros((3, layout.dim), np.float32)
+    obs[1, layout.slices["neighbours"].start + 4] = np.nan
+    obs[2, layout.slices["height"].start] = np.inf
+    with pytest.raises(NonFiniteObservation, match="non-finite values in height, neighbours"
+                       ) as err:
+        goal_policy(obs)
+    assert err.value.parts == ["height", "neighbours"]
+    assert isinstance(err.value, ValueError)
+    single = np.zeros(layout.dim, np.float32)
+    single[0] = -np.inf
+    with pytest.raises(NonFiniteObservation, match="goal_error"):
+        goal_policy(single)
+
+
+def test_velocity_setpoint_uses_the_metadata_scales(policy_dir, goal_policy):
+    assert (goal_policy.max_speed_mps, goal_policy.max_yaw_rate_rad_s) == (2.0, 3.0)
+    v, yaw = goal_policy.to_velocity_setpoint(np.array([0.5, -0.25, 1.5, -0.5]))
+    np.testing.assert_array_equal(v, [1.0, -0.5, 2.0])  # 1.5 clipped to the bound 1
+    assert yaw == -1.5 and isinstance(yaw, float)
+    v, yaw = goal_policy.to_velocity_setpoint(np.array([[0.0, 0.0, 0.0, 0.25],
+                                                        [-2.0, 0.125, 0.0, 0.0]]))
+    np.testing.assert_array_equal(v, [[0.0, 0.0, 0.0], [-2.0, 0.25, 0.0]])
+    np.testing.assert_array_equal(yaw, [0.75, 0.0])
+    slow = OnnxPolicy(_policy_file(policy_dir / "slow.onnx", max_speed_mps=0.5,
+                                   max_yaw_rate_rad_s=1.0))
+    v, yaw = slow.to_velocity_setpoint(np.array([0.5, -0.25, 1.0, -0.5]))
+    np.testing.assert_array_equal(v, [0.25, -0.125, 0.5])
+    assert yaw == -0.5
+    with pytest.raises(ValueError, match="non-finite"):
+        goal_policy.to_velocity_setpoint(np.array([np.nan, 0, 0, 0]))
+    motors = OnnxPolicy(_policy_file(policy_dir / "motors.onnx", action_mode="motors"))
+    with pytest.raises(PolicyMismatchError, match="action_mode=motors"):
+        motors.to_velocity_setpoint(np.zeros(4))
+
+
+# --- neighbour table -----------------------------------------------------------------------
+
+def test_snapshot_keeps_range_inflates_stale_and_drops_old():
+    table = _table(stale_after_s=0.5, drop_after_s=2.0, inflate_mps=0.5)
+    vel = np.array([0.1, 0.0, 0.0])
+    table.update("cf1", 10.0, [0.0, 0.0, 1.0], [0, 0, 0])  # the observer itself
+    table.update("cf2", 10.0, [1.0, 0.0, 1.0], vel)        # fresh, 1 m
+    table.update("cf3", 9.25, [0.0, 0.5, 1.0], vel)        # 0.75 s old, 0.5 m
+    table.update("cf4", 9.5, [0.0, 0.0, 2.5], vel)         # exactly 0.5 s (not stale) at 1.5 m
+    table.update("cf5", 8.0, [0.0, -1.0, 1.0], vel)        # exactly 2 s: kept, inflated
+    table.update("cf6", 7.5, [0.2, 0.0, 1.0], vel)         # 2.5 s: dropped
+    table.update("cf7", 10.0, [1.6, 0.0, 1.0], vel)        # out of range (1.6 m > 1.5 m)
+    snap = table.snapshot("cf1", np.array([0.0, 0.0, 1.0]), now_s=10.0)
+    assert snap.names == ("cf3", "cf2", "cf5", "cf4")  # nearest first, ties by name
+    np.testing.assert_array_equal(snap.distance_m, [0.5, 1.0, 1.0, 1.5])
+    np.testing.assert_array_equal(snap.age_s, [0.75, 0.0, 2.0, 0.5])
+    np.testing.assert_array_equal(snap.extra_radius_m, [0.375, 0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(snap.pos_m[0], [0.0, 0.5, 1.0])  # last known, not moved
+    np.testing.assert_array_equal(snap.vel_mps, np.tile(vel, (4, 1)))
+    # later, cf2 goes stale and cf3 is dropped; a stamp from the future counts as age 0
+    table.update("cf2", 10.5, [1.0, 0.0, 1.0], vel)
+    snap = table.snapshot("cf1", np.array([0.0, 0.0, 1.0]), now_s=10.25)
+    assert snap.names == ("cf3", "cf2", "cf4")
+    np.testing.assert_array_equal(snap.age_s, [1.0, 0.0, 0.75])
+    np.testing.assert_array_equal(snap.extra_radius_m, [0.5, 0.0, 0.375])
+    # the policy sees the same neighbours, at their last known state, K nearest
+    feats, mask = table.observation_features("cf1", [0.0, 0.0, 1.0], [0.0, 0.0, 0.0], 10.25)
+    np.testing.assert_array_equal(mask, [True, True, True])
+    np.testing.assert_array_equal(feats[:, :3], snap.pos_m - [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(feats[:, 3:], np.tile(vel, (3, 1)))
+
+
+def test_observation_features_pad_when_nobody_is_near():
+    table = _table(k=2)
+    feats, mask = table.observation_features("cf1", [0.0, 0.0, 1.0], [0.0, 0.0, 0.0], 0.0)
+    assert feats.shape == (2, 6) and mask.shape == (2,)
+    assert not mask.any() and not feats.any()
+    table.update("cf2", 0.0, [0.5, 0.0, 1.0], [0.0, 0.0, 0.0])
+    feats, mask = table.observation_features("cf1", [0.0, 0.0, 1.0], [0.0, 0.0, 0.0], 0.0)
+    np.testing.assert_array_equal(mask, [True, False])
+    np.testing.assert_array_equal(feats, [[0.5, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    no_slots = _table(k=0)
+    no_slots.update("cf2", 0.0, [0.5, 0.0, 1.0], [0.0, 0.0, 0.0])
+    feats, mask = no_slots.observation_features("cf1", [0, 0, 1.0], [0, 0, 0], 0.0)
+    assert feats.shape == (0, 6) and mask.shape == (0,)
+
+
+def test_bad_updates_are_rejected_and_counted():
+    table = _table()
+    assert table.update("cf2", 1.0, [1.0, 0.0, 1.0], [0.0, 0.0, 0.0])
+    bad = [("cf2", 2.0, [np.nan, 0.0, 1.0], [0, 0, 0]),
+           ("cf2", 2.0, [1.0, 0.0, 1.0], [0, np.inf, 0]),
+           ("cf2", np.nan, [1.0, 0.0, 1.0], [0, 0, 0]),
+           ("cf2", 2.0, [1e3, 0.0, 0.0], [0, 0, 0]),
+           ("cf2", 2.0, [1e300, 1e300, 0.0], [0, 0, 0]),
+           ("cf2", 2.0, [1.0, 0.0, 1.0], [30.0, 40.0, 0.0]),
+           ("cf2", 2.0, [1.0, 0.0], [0, 0, 0]),
+           ("cf2", 2.0, "far away", [0, 0, 0]),
+           ("", 2.0, [1.0, 0.0, 1.0], [0, 0, 0]),
+           (None, 2.0, [1.0, 0.0, 1.0], [0, 0, 0]),
+           ("cf2", 0.5, [1.1, 0.0, 1.0], [0, 0, 0])]  # older than what is held
+    assert not any(table.update(*args) for args in bad)
+    assert table.rejected == {"nonfinite": 3, "position_implausible": 2,
+                              "velocity_implausible": 1, "bad_shape": 2, "bad_name": 2,
+                              "out_of_order": 1}
+    snap = table.snapshot("cf1", np.array([0.0, 0.0, 1.0]), 1.0)
+    assert snap.names == ("cf2",)
+    np.testing.assert_array_equal(snap.pos_m, [[1.0, 0.0, 1.0]])
+    assert table.update("cf2", 1.0, [1.2, 0.0, 1.0], [0.0, 0.0, 0.0])  # same stamp: replaces
+    with pytest.raises(ValueError, match="drop_after_s"):
+        NeighbourTable(2, 1.0, stale_after_s=1.0, drop_after_s=0.5, inflate_mps=0.0)
+
+
+def test_stamps_ahead_or_far_behind_cannot_lock_a_neighbour_out():
+    table = _table(drop_after_s=2.0)
+    buffer = np.array([1.0, 0.0, 1.0])
+    assert table.update("cf2", 10.0, buffer, [0.0, 0.0, 0.0])
+    buffer[0] = 99.0  # the caller reuses its message buffer: the table kept a copy
+    assert not table.update("cf2", 12.5, [1.0, 0.0, 1.0], [0, 0, 0], now_s=10.0)  # 2.5 s ahead
+    assert table.rejected == {"from_future": 1}
+    assert table.update("cf2", 11.5, [1.0, 0.1, 1.0], [0, 0, 0], now_s=10.0)  # 1.5 s: skew
+    snap = table.snapshot("cf1", np.array([0.0, 0.0, 1.0]), now_s=10.0)
+    np.testing.assert_array_equal(snap.age_s, [0.0])
+    np.testing.assert_array_equal(snap.pos_m, [[1.0, 0.1, 1.0]])
+    assert table.update("cf3", 1e9, [0.0, 1.0, 1.0], [0, 0, 0])  # no clock given: kept, but
+    assert table.snapshot("cf1", np.array([0.0, 0.0, 1.0]), 10.0).names == ("cf2",)  # unseen
+    assert table.update("cf3", 10.0, [0.0, 1.0, 1.0], [0, 0, 0])  # and replaceable
+    assert not table.update("cf2", 10.0, [1.0, 0.0, 1.0], [0, 0, 0])  # 1.5 s older: late
+    assert table.update("cf2", 0.5, [1.0, 0.0, 1.0], [0, 0, 0])  # 11 s older: clock reset
+    assert table.rejected == {"from_future": 1, "out_of_order": 1}
+    assert table.snapshot("cf1", np.array([0.0, 0.0, 1.0]), 1.0).names == ("cf2",)
+    with pytest.raises(ValueError, match="own_pos"):
+        table.snapshot("cf1", np.array([np.nan, 0.0, 0.0]), 1.0)
+
+
+def _random_swarm(seed: int, n: int = 8):
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform([-1.5, -1.5, 0.3], [1.5, 1.5, 2.0], (1, n, 3))
+    vel = rng.normal(0.0, 0.5, (1, n, 3))
+    rot = np.linalg.qr(rng.normal(size=(1, n, 3, 3)))[0]
+    rot[np.linalg.det(rot) < 0] *= -1  # proper rotations (det +1), as a drone has
+    omega = rng.normal(0.0, 1.0, (1, n, 3))
+    goal = rng.uniform([-1.5, -1.5, 0.5], [1.5, 1.5, 2.0], (1, n, 3))
+    world = World((4.0, 4.0, 3.0), rng.uniform(-1.5, 1.5, (1, 3, 2)),
+                  np.array([[True, True, False]]), 0.15)
+    return pos, vel, rot, omega, goal, world
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_robot_observation_equals_the_simulators(goal_policy, seed):
+    """Drone i's observation from the robot's own path (neighbour table fed with everyone's
+    state, obstacle patch from the same distance function) equals observe_swarm's row i
+    exactly, noise off; and the command is the policy's action on that row."""
+    pos, vel, rot, omega, goal, world = _random_swarm(seed)
+    n = pos.shape[1]
+    layout = ObsLayout(K)
+    sim_obs = observe_swarm(pos, vel, rot, omega, goal,
+                            lambda p: obstacle_distance_xy(p, world), layout, RANGE_M)
+    now_s = 3.0
+    table = _table(stale_after_s=0.1)
+    for j in range(n):  # one aggregated swarm-state message: the robot's own entry included
+        assert table.update(f"cf{j + 1}", now_s - 0.01, pos[0, j], vel[0, j])
+    masks = []
+    for i in range(n):
+        robot = RobotController(goal_policy, table, f"cf{i + 1}")
+        own = OwnState(pos[0, i], vel[0, i], rot[0, i], omega[0, i], now_s - 0.01)
+        patch = obstacle_distance_xy((pos[0, i, :2] + PATCH_OFFSETS_M)[None], world)[0]
+        obs = robot.observe(now_s, own, goal[0, i], patch)
+        np.testing.assert_array_equal(obs, sim_obs[0, i], err_msg=f"drone {i}")
+        masks.append(obs[layout.slices["neighbour_mask"]])
+        cmd = robot.step(now_s, own, goal[0, i], patch)
+        assert cmd.mode is CommandMode.POLICY and cmd.diagnostics.reasons == ()
+        v, yaw = goal_policy.to_velocity_setpoint(goal_policy(sim_obs[0, i]))
+        np.testing.assert_array_equal(cmd.velocity_mps, v)
+        assert cmd.yaw_rate_rad_s == yaw
+        assert cmd.diagnostics.policy_latency_us > 0
+    masks = np.array(masks)
+    assert 0 < masks.sum() < masks.size  # some neighbours out of range or beyond K
+
+
+# --- robot controller ----------------------------------------------------------------------
+
+def test_velocity_command_is_scaled_by_the_policy_metadata(goal_policy):
+    robot = RobotController(goal_policy, _table(), "cf1")
+    cmd = robot.step(5.0, _own(pos=(0.0, 0.0, 1.0), omega=(0.0, 0.0, 0.5), stamp_s=4.98),
+                     np.array([1.0, -0.5, 1.0]))
+    # action = (-0.5 * goal_error, 0.5 * omega_z) = (0.5, -0.25, 0, 0.25); scales 2 m/s, 3 rad/s
+    np.testing.assert_array_equal(cmd.velocity_mps, [1.0, -0.5, 0.0])
+    assert cmd.yaw_rate_rad_s == 0.75
+    assert cmd.mode is CommandMode.POLICY and not cmd.landing
+    assert not cmd.diagnostics.shielded and cmd.diagnostics.rejected == {}
+
+
+def test_bad_own_state_hovers_then_lands(goal_policy):
+    robot = RobotController(goal_policy, _table(), "cf1", own_stale_s=0.1, land_after_s=1.0,
+                            landing_speed_mps=0.3)
+    goal = np.array([1.0, 0.0, 1.0])
+    nan_state = _own(pos=(np.nan, 0.0, 1.0), stamp_s=0.0)
+    modes = []
+    for t in (0.0, 0.5, 0.999):
+        cmd = robot.step(t, _own(pos=(np.nan, 0.0, 1.0), stamp_s=t), goal)
+        modes.append(cmd.mode)
+        np.testing.assert_array_equal(cmd.velocity_mps, 0.0)
+        assert cmd.yaw_rate_rad_s == 0.0 and cmd.diagnostics.reasons == ("own_state_nonfinite",)
+    assert modes == [CommandMode.HOVER] * 3
+    for t in (1.0, 1.5):
+        cmd = robot.step(t, nan_state, goal)
+        assert cmd.mode is CommandMode.LAND and cmd.landing
+        np.testing.assert_array_equal(cmd.velocity_mps, [0.0, 0.0, -0.3])
+    assert cmd.diagnostics.rejected == {"own_state_nonfinite": 5}
+    cmd = robot.step(2.0, None, goal)  # no odometry at all: still landing
+    assert cmd.mode is CommandMode.LAND and cmd.diagnostics.reasons == ("own_state_missing",)
+    cmd = robot.step(2.1, _own(stamp_s=2.05), goal)  # good state again: flying
+    assert cmd.mode is CommandMode.POLICY
+    np.testing.assert_array_equal(cmd.velocity_mps, [1.0, 0.0, 0.0])
+    cmd = robot.step(2.5, _own(stamp_s=2.05), goal)  # 0.45 s old: stale; the timer restarts
+    assert cmd.mode is CommandMode.HOVER and cmd.diagnostics.reasons == ("own_state_stale",)
+    assert robot.step(3.49, _own(stamp_s=2.05), goal).mode is CommandMode.HOVER
+    assert robot.step(3.5, _own(stamp_s=2.05), goal).mode is CommandMode.LAND
+    assert robot.rejected == {"own_state_nonfinite": 5, "own_state_missing": 1,
+                              "own_state_stale": 3}
+
+
+@pytest.mark.parametrize("own, reason", [
+    (_own(vel=(60.0, 0.0, 0.0)), "own_velocity_implausible"),
+    (_own(pos=(2e3, 0.0, 1.0)), "own_position_implausible"),
+    (_own(rot=np.diag([1.0, 1.0, -1.0])), "own_rotation_invalid"),  # a reflection
+    (_own(rot=2 * np.eye(3)), "own_rotation_invalid"),
+    (_own(omega=(0.0, 0.0)), "own_state_bad_shape"),
+    (_own(stamp_s=1.0), "own_state_from_future"),
+])
+def test_implausible_own_states_hover(goal_policy, own, reason):
+    cmd = RobotController(goal_policy, _table(), "cf1").step(0.0, own, np.zeros(3) + 1.0)
+    assert cmd.mode is CommandMode.HOVER and cmd.diagnostics.reasons == (reason,)
+    assert cmd.diagnostics.rejected == {reason: 1}
+
+
+def test_bad_goal_patch_or_policy_output_hover_through_the_shield(policy_dir, goal_policy):
+    calls = []
+
+    def shield(own_pos, own_vel, v_nominal, nb_pos, nb_vel, nb_extra):
+        calls.append(v_nominal.copy())
+        return v_nominal, {}
+
+    table = _table()
+    robot = RobotController(goal_policy, table, "cf1", shield=shield)
+    own = _own(stamp_s=0.0)
+    for goal, patch, reason in (([np.nan, 0, 1], None, "goal_invalid"),
+                                ([1.0, 0, 1], np.full(9, np.nan), "obstacle_patch_invalid"),
+                                ([1.0, 0, 1], np.zeros(4), "obstacle_patch_invalid")):
+        cmd = robot.step(0.0, own, np.array(goal), patch)
+        assert cmd.mode is CommandMode.HOVER and cmd.diagnostics.reasons == (reason,)
+        assert cmd.diagnostics.shielded and cmd.diagnostics.policy_latency_us is None
+    assert len(calls) == 3 and not np.any(calls)
+    assert robot.step(0.0, own, np.ones(3), np.full(9, np.inf)).mode is CommandMode.POLICY
+    nan_policy = OnnxPolicy(_policy_file(policy_dir / "nan.onnx",
+                                         bias=np.full(4, np.nan, np.float32)))
+    cmd = RobotController(nan_policy, table, "cf1").step(0.0, own, np.ones(3))
+    assert cmd.mode is CommandMode.HOVER
+    assert cmd.diagnostics.reasons == ("policy_action_nonfinite",)
+    np.testing.assert_array_equal(cmd.velocity_mps, 0.0)
+
+
+def test_shield_gets_neighbours_and_its_failures_stop_the_robot(goal_policy):
+    seen = {}
+
+    def halving_shield(own_pos, own_vel, v_nominal, nb_pos, nb_vel, nb_extra):
+        seen.update(pos=nb_pos, vel=nb_vel, extra=nb_extra)
+        return 0.5 * v_nominal, {"intervened": True, "slack": 0.0}
+
+    table = _table(stale_after_s=0.5, inflate_mps=0.5)
+    table.update("cf2", 9.0, [0.5, 0.0, 1.0], [0.0, 0.2, 0.0])
+    own, goal = _own(stamp_s=10.0), np.array([1.0, 0.0, 1.0])
+    cmd = RobotController(goal_policy, table, "cf1", shield=halving_shield).step(10.0, own, goal)
+    np.testing.assert_array_equal(cmd.velocity_mps, [0.5, 0.0, 0.0])
+    d = cmd.diagnostics
+    assert d.shielded and d.shield_intervened and not d.shield_fallback and d.neighbours == 1
+    assert d.shield_info == {"intervened": True, "slack": 0.0}
+    np.testing.assert_array_equal(seen["pos"], [[0.5, 0.0, 1.0]])
+    np.testing.assert_array_equal(seen["extra"], [0.5])  # 1 s old at 0.5 m/s
+
+    def nan_shield(*args):
+        return np.array([np.nan, 0.0, 0.0]), {}
+
+    def broken_shield(*args):
+        raise RuntimeError("solver failed")
+
+    for shield, reason in ((nan_shield, "shield_output_invalid"),
+                           (broken_shield, "shield_error"),
+                           (lambda *a: (np.zeros(2), {}), "shield_output_invalid")):
+        cmd = RobotController(goal_policy, table, "cf1", shield=shield).step(10.0, own, goal)
+        np.testing.assert_array_equal(cmd.velocity_mps, 0.0)
+        assert cmd.diagnostics.shield_fallback and cmd.diagnostics.reasons == (reason,)
+        assert cmd.mode is CommandMode.HOVER and cmd.diagnostics.policy_latency_us > 0
+    cmd = RobotController(goal_policy, table, "cf1",
+                          shield=lambda *a: (a[2], {})).step(10.0, own, goal)
+    assert cmd.diagnostics.shielded and not cmd.diagnostics.shield_intervened
+    braking = RobotController(goal_policy, table, "cf1", shield=lambda *a: (
+        np.array([0.0, 0.0, 0.1]), {"intervened": True, "fallback": True}))
+    cmd = braking.step(10.0, own, goal)  # the shield's own fallback setpoint is kept
+    np.testing.assert_array_equal(cmd.velocity_mps, [0.0, 0.0, 0.1])
+    assert cmd.diagnostics.shield_fallback and cmd.diagnostics.reasons == ("shield_fallback",)
+
+
+def test_motors_or_mismatched_policies_are_refused(policy_dir, goal_policy):
+    motors = OnnxPolicy(_policy_file(policy_dir / "motors.onnx", action_mode="motors"))
+    with pytest.raises(PolicyMismatchError, match="action_mode=motors, the robot runtime uses "
+                                                  "velocity") as err:
+        RobotController(motors, _table(), "cf1")
+    assert err.value.fields == ["action_mode"]
+    with pytest.raises(PolicyMismatchError, match=f"obs_neighbours_k={K}, the robot runtime "
+                                                  f"uses {K + 2}") as err:
+        RobotController(goal_policy, _table(k=K + 2), "cf1")
+    assert err.value.fields == ["obs_neighbours_k", "obs_dim"]
+
+
+finite = st.floats(-5.0, 5.0, allow_nan=False)
+vec3 = st.lists(finite, min_size=3, max_size=3).map(np.array)
+BAD = st.sampled_from([np.nan, np.inf, -np.inf, 1e6, -1e300, 1e3, 60.0])
+FIELDS = ("now", "stamp", "pos", "vel", "rot", "omega", "goal", "patch", "missing",
+          "neighbour")
+
+
+@st.composite
+def _tick(draw):
+    """One tick's inputs: plausible values (fresh stamps, a yaw rotation), then a few fields
+    corrupted with NaN, inf or huge values."""
+    now_s = draw(finite)
+    yaw = draw(st.floats(-math.pi, math.pi))
+    c, s = math.cos(yaw), math.sin(yaw)
+    parts = {"now": np.array([now_s]), "stamp": np.array([now_s - draw(st.floats(0.0, 0.15))]),
+             "pos": draw(vec3), "vel": draw(vec3), "omega": draw(vec3), "goal": draw(vec3),
+             "rot": np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]),
+             "patch": draw(st.one_of(st.none(), st.lists(finite, min_size=9, max_size=9).map(
+                 np.array)))}
+    updates = [(name, now_s - draw(st.floats(0.0, 3.0)), draw(vec3), draw(vec3))
+               for name in draw(st.lists(st.sampled_from(["cf1", "cf2", "cf3", "cf4"]),
+                                         max_size=4))]
+    missing = False
+    for name, bad, index in draw(st.lists(st.tuples(st.sampled_from(FIELDS), BAD,
+                                                    st.integers(0, 8)), max_size=3)):
+        if name == "missing":
+            missing = True
+        elif name == "neighbour":
+            updates.append(("cf2", bad, np.full(3, bad), np.zeros(3)))
+        elif parts[name] is not None:
+            parts[name].reshape(-1)[index % parts[name].size] = bad
+    own = None if missing else OwnState(parts["pos"], parts["vel"], parts["rot"],
+                                        parts["omega"], float(parts["stamp"][0]))
+    return float(parts["now"][0]), own, parts["goal"], parts["patch"], updates
+
+
+@pytest.fixture(scope="module")
+def wild_policy(policy_dir):
+    w = np.random.default_rng(1).normal(0.0, 3.0, (ObsLayout(K).dim, 4)).astype(np.float32)
+    return OnnxPolicy(_policy_file(policy_dir / "wild.onnx", weight=w))
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no overflow on any path
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ticks=st.lists(_tick(), min_size=1, max_size=4),
+       shield_kind=st.sampled_from(["none", "pass", "nan", "raise"]))
+def test_commands_are_always_finite(wild_policy, ticks, shield_kind):
+    shields = {"none": None, "pass": lambda *a: (a[2] + a[5].sum(), {}),
+               "nan": lambda *a: (np.full(3, np.nan), {}),
+               "raise": lambda *a: (_ for _ in ()).throw(RuntimeError("x"))}
+    table = _table()
+    robot = RobotController(wild_policy, table, "cf1", shield=shields[shield_kind])
+    for now_s, own, goal, patch, updates in ticks:
+        for update in updates:
+            table.update(*update)
+        cmd = robot.step(now_s, own, goal, patch)
+        assert cmd.velocity_mps.shape == (3,) and np.isfinite(cmd.velocity_mps).all()
+        assert math.isfinite(cmd.yaw_rate_rad_s)
+        if cmd.mode is not CommandMode.POLICY:
+            assert cmd.diagnostics.reasons
+        if shield_kind != "none" and cmd.mode is not CommandMode.LAND and not any(
+                r.startswith(("own_", "clock")) for r in cmd.diagnostics.reasons):
+            assert cmd.diagnostics.shielded or cmd.diagnostics.shield_fallback
+
+
+# --- import rule ---------------------------------------------------------------------------
+
+def test_runtime_imports_neither_torch_nor_pybullet(policy_dir):
+    path = _policy_file(policy_dir / "import.onnx", weight=_goal_weight())
+    code = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import swarm_rl.runtime.policy, swarm_rl.runtime.neighbours, swarm_rl.runtime.robot
+        from swarm_rl.runtime.neighbours import NeighbourTable
+        from swarm_rl.runtime.policy import OnnxPolicy
+        from swarm_rl.runtime.robot import OwnState, RobotController
+        robot = RobotController(OnnxPolicy({str(path)!r}),
+                                NeighbourTable({K}, 1.5, 0.5, 2.0, 0.5), "cf1")
+        own = OwnState(np.zeros(3) + 1, np.zeros(3), np.eye(3), np.zeros(3), 0.0)
+        assert robot.step(0.0, own, np.ones(3)).mode.value == "policy"
+        bad = sorted(m for m in sys.modules
+                     if m.split(".")[0] in ("torch", "pybullet", "pybullet_data"))
+        print("LOADED", bad)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout, out.stdout
