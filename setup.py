@@ -51,7 +51,7 @@ setup(
     ],
     extras_require={
         "train": ["torch==2.13.0", "tensorboard>=2.14", "onnx>=1.16"],
-        "runtime": ["onnxruntime>=1.17", "onnx>=1.16"],
+        "runtime": ["onnxruntime>=1.17", "onnx>=1.16", "daqp>=0.11"],
         "dds": ["cyclonedds>=0.10"],
         "crazyflie": ["cflib>=0.1.32"],
         "dev": ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2", "ruff>=0.5"],

@@ -1,0 +1,617 @@
+"""Decentralised control-barrier-function (CBF) safety shield, one per robot.
+
+Each robot filters its own nominal world-frame velocity setpoint through a small QP built only
+from what it observes (its own state, its neighbours' last known states, the static map):
+
+    minimise    |u - u_nom|^2                  u: the robot's acceleration (3,), world frame
+    subject to  one row per neighbour          pairwise double-integrator barrier
+                one row per obstacle column    same barrier against a static vertical cylinder
+                floor, ceiling, geofence       same barrier against each axis-aligned bound
+                velocity box                   |v_k + u_k / k_v| <= v_max on each axis
+                acceleration box               |u_k| <= a_max on each axis
+
+The barrier (REFERENCE.md section 6; Wang, Ames, Egerstedt 2017) for a double integrator
+p' = v, v' = u with braking capability a. For robot i and neighbour j, with
+dp = p_i - p_j, d = |dp|, n = dp / d, dv = v_i - v_j, v_r = n.dv (= d'), A = a_i + a_j and the
+safety distance D (``safety_distance_m`` plus the neighbour's extra radius):
+
+    h = sqrt(2 A (d - D)) + v_r                                                   [m/s]
+
+h >= 0 says "if both brake at full acceleration along n from now, they stop before d = D".
+Differentiating, with dv' = u_i - u_j:
+
+    d/dt sqrt(2 A (d - D)) = A v_r / sqrt(2 A (d - D))
+    d/dt (dp.dv / d)       = (|dv|^2 - v_r^2) / d + n.(u_i - u_j)
+
+so h' >= -gamma h^3 becomes one linear row in the accelerations:
+
+    -n.(u_i - u_j) <= gamma h^3 + A v_r / sqrt(2 A (d - D)) + (|dv|^2 - v_r^2) / d
+
+This is REFERENCE's ``-dp^T (u_i - u_j) <= b_ij`` divided by d > 0 (rows in acceleration units
+keep tolerances meaningful). The square root in h and the ``A / sqrt(2 A (d - D))`` in the bound
+come from the same function, so h and b are consistent (the factor-2 mismatch REFERENCE warns
+of cannot occur: both come from one ``root`` value in :func:`_barrier_terms`).
+
+Responsibility split: robot i cannot choose u_j, so it takes a_i / (a_i + a_j) of the bound
+(0.5 for identical robots, GCBF+'s agent value) and assumes j takes the rest; the two rows sum
+to the pairwise row above. Static obstacles (columns, floor, ceiling, geofence) cannot brake:
+a_j = 0, A = a_i, and the robot takes all of the bound (responsibility 1.0). An axis-aligned
+bound is a 1-D barrier (the tangential term vanishes), i.e. a bound on one component of u, so
+floor / ceiling / geofence / velocity / acceleration limits all end up as per-axis bounds
+``lb <= u <= ub``; neighbours and columns are the general rows ``G u <= rhs``.
+
+Inside the safety distance (d < D) the square root is continued as ``-sqrt(2 A (D - d))``
+(same derivative formula, h < 0), so the constraint then demands recovery (h' >= gamma |h|^3);
+the ``1 / sqrt`` is floored at a gap of ``_MIN_GAP_M`` so that rows stay finite at d = D.
+
+Velocity setpoint. The robot's velocity loop (the Crazyflie firmware's, or sim/controller.py's)
+is modelled as ``v' = k_v (v_sp - v)``. The nominal acceleration is therefore
+``u_nom = k_v (v_nom - v)`` and the safe setpoint is its exact inverse, ``v_sp = v + u / k_v``:
+when the shield does not intervene the output is the nominal setpoint itself. (Integrating over
+the control period, ``v + u dt_s``, is the special case k_v = 1/dt_s; with a tracker slower than
+the control rate it would command only a fraction k_v dt_s of the intended acceleration.) The
+velocity box uses the same horizon 1/k_v, so the setpoint is within v_max by construction.
+
+Faults (DESIGN.md "Safety, faults and bad input"): the output is always finite and within
+v_max on every axis. Non-finite input, an infeasible QP or a solver failure give the braking
+fallback ``u = -a_brake v/|v|`` (no reversal: it stops at zero velocity), flagged in
+:class:`ShieldOutput`. A barrier already negative (h < 0) is still solved when feasible, and
+flagged ``violated``.
+
+Imports neither torch nor pybullet.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from swarm_rl.runtime.qp import QPStatus, solve_nearest_point
+
+_MIN_GAP_M = 1e-3
+"""Floor on |d - D| in the barrier's 1/sqrt term, so rows stay finite at the boundary."""
+_MIN_DIST_M = 1e-9
+"""Below this centre distance the direction n is undefined; +x is used (deep violation)."""
+ROW_TOL = 1e-6
+"""A row counts as active within this slack (m/s^2); a solution may violate a row by at most
+this much before it is treated as a solver error."""
+
+
+class ShieldStatus(str, Enum):
+    """What the shield did; every value but OK and VIOLATED means the braking fallback."""
+
+    OK = "ok"
+    VIOLATED = "violated"
+    """The QP was solved, but some barrier was already negative (h < 0)."""
+    INFEASIBLE = "infeasible"
+    SOLVER_ERROR = "solver_error"
+    NONFINITE_INPUT = "nonfinite_input"
+
+
+_FALLBACK = frozenset({ShieldStatus.INFEASIBLE, ShieldStatus.SOLVER_ERROR,
+                       ShieldStatus.NONFINITE_INPUT})
+
+
+def _vec3(value: Any, name: str) -> tuple[float, float, float]:
+    out = tuple(float(x) for x in value)
+    if len(out) != 3:
+        raise ValueError(f"ShieldConfig.{name}: must be three numbers (x, y, z), got {value!r}")
+    return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ShieldConfig:
+    """Parameters of one robot's shield. SI units, world frame ENU."""
+
+    safety_distance_m: float = 0.3
+    """Ds: smallest allowed centre-to-centre distance between two robots."""
+    obstacle_clearance_m: float = 0.15
+    """Smallest allowed distance from a robot's centre to a column's surface (half of Ds: the
+    robot's own share of the safety distance)."""
+    a_max_mps2: float = 4.0
+    """Acceleration limit per axis (the QP's box) and the braking capability a_i assumed by the
+    barrier. The box |u_k| <= a_max contains every vector of norm a_max, so braking at a_max
+    along any direction n is always inside it."""
+    neighbour_a_max_mps2: float | None = None
+    """Braking capability a_j assumed for neighbours; None: the same as ``a_max_mps2``."""
+    v_max_mps: float = 1.5
+    """Speed limit per axis of the output setpoint (the velocity box)."""
+    gamma: float = 1.0
+    """Class-K gain of ``h' >= -gamma h^3`` in s/m^2 (h is in m/s), the value in the open (the
+    density rule divides it in clutter). With the cubic, a row can only bind once gamma h^3 is
+    comparable to the accelerations involved, i.e. below h ~ (a_max / gamma)^(1/3) = 1.6 m/s
+    for the defaults: two robots closing head-on at 2 x 1.5 m/s start to be slowed about 1.3 m
+    before the safety distance, roughly twice their joint braking distance (9 / 16 = 0.56 m),
+    which leaves room for a velocity loop that lags the commanded acceleration; robots flying
+    side by side 1 m apart (h = 3.3 m/s) are untouched. Larger is less conservative (later,
+    harder braking), smaller more. 1.0 is also the value of Wang, Ames and Egerstedt's
+    experiments."""
+    gamma_min: float = 0.1
+    """Floor of the density rule and of any gamma set at run time."""
+    gamma_max: float = 100.0
+    """Ceiling of any gamma set at run time."""
+    density_radius_m: float = 1.5
+    """Neighbours whose centres are within this distance count as clutter for the density rule."""
+    density_slope: float = 1.0
+    """Density rule: gamma_eff = max(gamma_min, gamma / (1 + density_slope x count)); more
+    neighbours nearby -> smaller gamma -> earlier, gentler intervention. With the defaults
+    (gamma halved by one neighbour within 1.5 m, a third by two, ...) the share of
+    tests/test_shield.py's crowded head-on trials in which some robot's QP became infeasible
+    (so that it braked blindly) fell from about 1 in 5 with a constant gamma of 1 to about 1 in
+    20, with velocity-loop lags of 0.1 and 0.25 s."""
+    floor_m: float = 0.2
+    """Lowest allowed height of the robot's centre."""
+    ceiling_m: float = 3.5
+    """Highest allowed height of the robot's centre."""
+    geofence_lower_m: tuple[float, float, float] = (-4.5, -4.5, -math.inf)
+    """Geofence box for the robot's centre, lower corner (x, y, z); +-inf disables a side. The z
+    sides combine with floor / ceiling (the tighter wins). Defaults: the simulator's 10 x 10 x 4
+    m room centred at the origin, less 0.5 m."""
+    geofence_upper_m: tuple[float, float, float] = (4.5, 4.5, math.inf)
+    brake_accel_mps2: float = 4.0
+    """Deceleration of the braking fallback (along -v, no reversal)."""
+    k_v_per_s: float = 4.0
+    """Gain of the velocity loop that tracks the setpoint (1/s): u_nom = k_v (v_nom - v) and
+    v_sp = v + u / k_v. 4.0 is ``sim/controller.py``'s velocity P gain."""
+    dt_s: float = 0.02
+    """Control period of the loop calling the shield. Must satisfy k_v dt_s <= 1 (a velocity loop
+    cannot converge faster than it is commanded); the setpoint horizon 1/k_v is then >= dt_s."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "geofence_lower_m", _vec3(self.geofence_lower_m,
+                                                           "geofence_lower_m"))
+        object.__setattr__(self, "geofence_upper_m", _vec3(self.geofence_upper_m,
+                                                           "geofence_upper_m"))
+        positive = ("safety_distance_m", "obstacle_clearance_m", "a_max_mps2", "v_max_mps",
+                    "gamma", "gamma_min", "gamma_max", "density_radius_m", "brake_accel_mps2",
+                    "k_v_per_s", "dt_s")
+        for name in positive:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"ShieldConfig.{name}: must be finite and > 0, got {value!r}")
+        a_j = self.neighbour_a_max_mps2
+        if a_j is not None and not (math.isfinite(a_j) and a_j > 0):
+            raise ValueError(f"ShieldConfig.neighbour_a_max_mps2: must be None or finite and > 0,"
+                             f" got {a_j!r}")
+        if not (math.isfinite(self.density_slope) and self.density_slope >= 0):
+            raise ValueError(f"ShieldConfig.density_slope: must be finite and >= 0, got "
+                             f"{self.density_slope!r}")
+        if not self.gamma_min <= self.gamma <= self.gamma_max:
+            raise ValueError(f"ShieldConfig.gamma: must be in [gamma_min, gamma_max] = "
+                             f"[{self.gamma_min}, {self.gamma_max}], got {self.gamma}")
+        if not (math.isfinite(self.floor_m) and math.isfinite(self.ceiling_m)
+                and self.floor_m < self.ceiling_m):
+            raise ValueError(f"ShieldConfig.floor_m / ceiling_m: need finite floor_m < ceiling_m,"
+                             f" got {self.floor_m} and {self.ceiling_m}")
+        lo, hi = np.array(self.geofence_lower_m), np.array(self.geofence_upper_m)
+        if np.isnan(lo).any() or np.isnan(hi).any() or not (lo < hi).all():
+            raise ValueError(f"ShieldConfig.geofence_lower_m / geofence_upper_m: need lower < "
+                             f"upper on every axis, got {self.geofence_lower_m} and "
+                             f"{self.geofence_upper_m}")
+        if self.k_v_per_s * self.dt_s > 1.0 + 1e-12:
+            raise ValueError(f"ShieldConfig.k_v_per_s: k_v x dt_s must be <= 1, got "
+                             f"{self.k_v_per_s} x {self.dt_s}")
+
+    @property
+    def agent_responsibility(self) -> float:
+        """a_i / (a_i + a_j): robot i's share of a pairwise bound (0.5 for identical robots).
+        Derived, not set: any other split breaks the sum the pairwise guarantee relies on."""
+        a_j = self.a_max_mps2 if self.neighbour_a_max_mps2 is None else self.neighbour_a_max_mps2
+        return self.a_max_mps2 / (self.a_max_mps2 + a_j)
+
+    @property
+    def obstacle_responsibility(self) -> float:
+        """1.0: a static obstacle cannot brake (a_j = 0), so the robot takes all of the bound."""
+        return 1.0
+
+    @property
+    def lower_bounds_m(self) -> np.ndarray:
+        """Per-axis lower position bound: the geofence, with the floor on z."""
+        lo = np.array(self.geofence_lower_m)
+        lo[2] = max(lo[2], self.floor_m)
+        return lo
+
+    @property
+    def upper_bounds_m(self) -> np.ndarray:
+        """Per-axis upper position bound: the geofence, with the ceiling on z."""
+        hi = np.array(self.geofence_upper_m)
+        hi[2] = min(hi[2], self.ceiling_m)
+        return hi
+
+
+def _array(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size == 0 and len(shape) >= 1 and shape[0] == -1:
+        arr = arr.reshape((0,) + shape[1:])
+    ok = arr.ndim == len(shape) and all(s == -1 or s == a for s, a in zip(shape, arr.shape))
+    if not ok:
+        want = "x".join("M" if s == -1 else str(s) for s in shape)
+        raise ValueError(f"ShieldInput.{name}: expected shape ({want}), got {arr.shape}")
+    return arr
+
+
+@dataclass
+class ShieldInput:
+    """What a robot observes at one control tick. World frame ENU, SI units.
+
+    Shapes are checked here (a wrong shape is a programming error: ValueError); values are not:
+    non-finite values are the shield's business (braking fallback, ``nonfinite_input``).
+    """
+
+    position_m: np.ndarray
+    """(3,) own position."""
+    velocity_mps: np.ndarray
+    """(3,) own velocity."""
+    nominal_velocity_mps: np.ndarray
+    """(3,) the velocity setpoint to be filtered (e.g. the policy's)."""
+    neighbour_positions_m: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    """(M, 3) neighbours' last known positions."""
+    neighbour_velocities_mps: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    """(M, 3) neighbours' last known velocities."""
+    neighbour_extra_radius_m: np.ndarray | None = None
+    """(M,) added to the safety distance per neighbour (stale data); None: zeros. Negative
+    values count as 0 (never less conservative)."""
+    column_centres_m: np.ndarray | None = None
+    """(C, 2) vertical obstacle columns' axes (x, y); None: the shield's own map."""
+    column_radii_m: np.ndarray | None = None
+    """(C,) the columns' radii; given together with ``column_centres_m``."""
+    gamma: float | None = None
+    """Per-tick override of the class-K gain (s/m^2), clamped to [gamma_min, gamma_max]."""
+
+    def __post_init__(self) -> None:
+        self.position_m = _array(self.position_m, (3,), "position_m")
+        self.velocity_mps = _array(self.velocity_mps, (3,), "velocity_mps")
+        self.nominal_velocity_mps = _array(self.nominal_velocity_mps, (3,),
+                                           "nominal_velocity_mps")
+        self.neighbour_positions_m = _array(self.neighbour_positions_m, (-1, 3),
+                                            "neighbour_positions_m")
+        m = self.neighbour_positions_m.shape[0]
+        self.neighbour_velocities_mps = _array(self.neighbour_velocities_mps, (m, 3),
+                                               "neighbour_velocities_mps")
+        if self.neighbour_extra_radius_m is None:
+            self.neighbour_extra_radius_m = np.zeros(m)
+        else:
+            self.neighbour_extra_radius_m = _array(self.neighbour_extra_radius_m, (m,),
+                                                   "neighbour_extra_radius_m")
+        if (self.column_centres_m is None) != (self.column_radii_m is None):
+            raise ValueError("ShieldInput.column_centres_m / column_radii_m: give both or neither")
+        if self.column_centres_m is not None:
+            self.column_centres_m = _array(self.column_centres_m, (-1, 2), "column_centres_m")
+            self.column_radii_m = _array(self.column_radii_m, (self.column_centres_m.shape[0],),
+                                         "column_radii_m")
+        if self.gamma is not None:
+            self.gamma = float(self.gamma)
+
+
+@dataclass(frozen=True)
+class ShieldOutput:
+    """The filtered command and what the shield did to get it."""
+
+    velocity_setpoint_mps: np.ndarray
+    """(3,) safe world-frame velocity setpoint; always finite, |component| <= v_max."""
+    acceleration_mps2: np.ndarray
+    """(3,) the safe acceleration it stands for (the QP solution, or the braking fallback)."""
+    status: ShieldStatus
+    intervened: bool
+    """The setpoint differs from the nominal one (always True in a fallback)."""
+    active_constraints: int
+    """Rows and bound sides active (within ROW_TOL) at the solution; 0 in a fallback."""
+    min_barrier: float
+    """Smallest barrier value h (m/s) over neighbours, columns and position bounds; +inf when
+    there is none, NaN when the input was not finite. Negative: already inside a safety set's
+    boundary."""
+    gamma: float
+    """The class-K gain used this tick (NaN when the input was not finite)."""
+    num_rows: int
+    """General rows handed to the solver (after dropping rows that cannot bind in the box)."""
+    solve_time_us: float
+    """Wall time of the QP solver call; 0 when none was needed (nominal already safe)."""
+    filter_time_us: float
+    """Wall time of the whole filter call."""
+    detail: str = ""
+    """Solver detail for a fallback (e.g. its exit flag)."""
+
+    @property
+    def fallback(self) -> bool:
+        """The braking fallback was commanded instead of a QP solution."""
+        return self.status in _FALLBACK
+
+    @property
+    def reason(self) -> str | None:
+        """Why the output is not a plain QP solution: a :class:`ShieldStatus` value, or None."""
+        return None if self.status is ShieldStatus.OK else self.status.value
+
+    @property
+    def violated(self) -> bool:
+        """Some barrier was already negative (also true in an infeasible fallback)."""
+        return self.min_barrier < 0
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Plain-typed summary for a status message or a log line."""
+        return {"intervened": self.intervened, "fallback": self.fallback,
+                "reason": self.reason, "status": self.status.value,
+                "active_constraints": self.active_constraints,
+                "min_barrier": self.min_barrier, "gamma": self.gamma,
+                "num_rows": self.num_rows, "solve_time_us": self.solve_time_us,
+                "filter_time_us": self.filter_time_us}
+
+
+@dataclass(frozen=True)
+class ShieldQP:
+    """The QP one tick builds: min |u - u_nom|^2 s.t. G u <= rhs, lb <= u <= ub."""
+
+    u_nom: np.ndarray
+    """(3,) nominal acceleration k_v (v_nom - v)."""
+    g: np.ndarray
+    """(R, 3) general rows: the neighbours' first, then the columns'."""
+    rhs: np.ndarray
+    """(R,) their bounds (already scaled by the responsibility share)."""
+    lb: np.ndarray
+    """(3,) per-axis lower bound: acceleration box, velocity box, position-bound barriers."""
+    ub: np.ndarray
+    """(3,) per-axis upper bound, likewise."""
+    barrier: np.ndarray
+    """Barrier values h (m/s): neighbours, columns, then the finite position bounds."""
+
+
+def _barrier_terms(gap_m: np.ndarray, v_r: np.ndarray, a_sum: float | np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """h and the ``A v_r / sqrt(2 A (d - D))`` term of the bound, from ONE square root.
+
+    ``gap_m`` = d - D (may be negative: signed continuation), ``v_r`` = the rate of the
+    distance, ``a_sum`` = A. Returns (h, rate_term).
+    """
+    root = np.sqrt(2.0 * a_sum * np.abs(gap_m))
+    h = np.copysign(root, gap_m) + v_r
+    floor = math.sqrt(2.0 * _MIN_GAP_M) * np.sqrt(a_sum)
+    rate_term = a_sum * v_r / np.maximum(root, floor)
+    return h, rate_term
+
+
+def _barrier_rows(dp: np.ndarray, dv: np.ndarray, safety_m: np.ndarray, a_sum: float,
+                  share: float, gamma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``-n.u <= share * b / d`` for relative positions/velocities ``dp``, ``dv`` (K, dim).
+
+    Returns (normals n (K, dim), rhs (K,), h (K,)); the row's coefficients are ``-n``.
+    """
+    d = np.sqrt(np.einsum("ij,ij->i", dp, dp))
+    coincident = d < _MIN_DIST_M
+    n = dp / np.where(coincident, 1.0, d)[:, None]
+    if coincident.any():
+        n[coincident] = 0.0
+        n[coincident, 0] = 1.0
+    v_r = np.einsum("ij,ij->i", n, dv)
+    tangential = np.maximum(np.einsum("ij,ij->i", dv, dv) - v_r * v_r, 0.0)
+    h, rate_term = _barrier_terms(d - safety_m, v_r, a_sum)
+    b_over_d = gamma * h ** 3 + rate_term + tangential / np.maximum(d, _MIN_GAP_M)
+    return n, share * b_over_d, h
+
+
+class CBFShield:
+    """One robot's shield. ``filter(ShieldInput) -> ShieldOutput``; also callable as the
+    runtime's ``VelocityShield`` (see :meth:`__call__`).
+
+    ``gamma``: None (default) applies :meth:`density_gamma` each tick; set a float at run time
+    (e.g. from an online-CBF policy) to fix this robot's gain. A ``ShieldInput.gamma`` overrides
+    both for one tick. Set values are clamped to [gamma_min, gamma_max].
+
+    ``column_centres_m`` (C, 2) and ``column_radii_m`` (C,): the static map of vertical columns,
+    used when a ShieldInput gives none.
+    """
+
+    def __init__(self, config: ShieldConfig | None = None,
+                 column_centres_m: np.ndarray | None = None,
+                 column_radii_m: np.ndarray | None = None) -> None:
+        self.config = config if config is not None else ShieldConfig()
+        centres = np.zeros((0, 2)) if column_centres_m is None else column_centres_m
+        radii = np.zeros((0,)) if column_radii_m is None else column_radii_m
+        self.column_centres_m = _array(centres, (-1, 2), "column_centres_m")
+        self.column_radii_m = _array(radii, (self.column_centres_m.shape[0],), "column_radii_m")
+        if not (np.isfinite(self.column_centres_m).all() and np.isfinite(self.column_radii_m).all()
+                and (self.column_radii_m >= 0).all()):
+            raise ValueError("CBFShield: column centres must be finite and radii finite >= 0")
+        self._gamma: float | None = None
+        c = self.config
+        self._a_sum = c.a_max_mps2 + (c.a_max_mps2 if c.neighbour_a_max_mps2 is None
+                                      else c.neighbour_a_max_mps2)
+        lo, hi = c.lower_bounds_m, c.upper_bounds_m
+        self._has_lo, self._has_hi = np.isfinite(lo), np.isfinite(hi)
+        self._lo, self._hi = lo[self._has_lo], hi[self._has_hi]
+
+    # -- gamma ------------------------------------------------------------------------------
+    @property
+    def gamma(self) -> float | None:
+        """This robot's fixed class-K gain, or None for the density rule."""
+        return self._gamma
+
+    @gamma.setter
+    def gamma(self, value: float | None) -> None:
+        if value is None:
+            self._gamma = None
+            return
+        value = float(value)
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"CBFShield.gamma: must be finite and > 0 (or None), got {value}")
+        self._gamma = self._clamp_gamma(value)
+
+    def _clamp_gamma(self, value: float) -> float:
+        return min(max(value, self.config.gamma_min), self.config.gamma_max)
+
+    def density_gamma(self, num_neighbours: int) -> float:
+        """Default gain from the neighbourhood: ``max(gamma_min, gamma / (1 + slope x count))``.
+
+        ``num_neighbours``: neighbours within ``density_radius_m``. Non-increasing in the count
+        (strictly decreasing until gamma_min): more conservative in clutter, as the seed paper's
+        online CBF learns to be."""
+        c = self.config
+        return max(c.gamma_min, c.gamma / (1.0 + c.density_slope * max(int(num_neighbours), 0)))
+
+    def gamma_for(self, inp: ShieldInput) -> float:
+        """The gain a tick uses: the input's override, else the set gamma, else the density
+        rule. Assumes finite input."""
+        if inp.gamma is not None:
+            return self._clamp_gamma(inp.gamma) if inp.gamma > 0 else self.config.gamma_min
+        if self._gamma is not None:
+            return self._gamma
+        dp = inp.neighbour_positions_m - inp.position_m
+        count = int(np.count_nonzero(np.einsum("ij,ij->i", dp, dp)
+                                     <= self.config.density_radius_m ** 2))
+        return self.density_gamma(count)
+
+    # -- the QP -----------------------------------------------------------------------------
+    def build_qp(self, inp: ShieldInput, gamma: float) -> ShieldQP:
+        """Every row of one tick's QP (finite input assumed). See the module docstring."""
+        c = self.config
+        p, v = inp.position_m, inp.velocity_mps
+        a_i = c.a_max_mps2
+        u_nom = c.k_v_per_s * (inp.nominal_velocity_mps - v)
+
+        # Neighbours: pairwise barrier, A = a_i + a_j, share a_i / (a_i + a_j).
+        n_nb, rhs_nb, h_nb = _barrier_rows(
+            p - inp.neighbour_positions_m, v - inp.neighbour_velocities_mps,
+            c.safety_distance_m + np.maximum(inp.neighbour_extra_radius_m, 0.0), self._a_sum,
+            c.agent_responsibility, gamma)
+        # Columns: horizontal barrier to a static cylinder, A = a_i, share 1.
+        if inp.column_centres_m is None:
+            centres, radii = self.column_centres_m, self.column_radii_m
+        else:
+            centres, radii = inp.column_centres_m, inp.column_radii_m
+        n_col, rhs_col, h_col = _barrier_rows(
+            p[:2] - centres, np.tile(v[:2], (centres.shape[0], 1)),
+            np.maximum(radii, 0.0) + c.obstacle_clearance_m, a_i, c.obstacle_responsibility,
+            gamma)
+        g = np.empty((n_nb.shape[0] + n_col.shape[0], 3))
+        g[:n_nb.shape[0]] = -n_nb
+        g[n_nb.shape[0]:, :2] = -n_col
+        g[n_nb.shape[0]:, 2] = 0.0
+        rhs = np.concatenate((rhs_nb, rhs_col))
+
+        # Acceleration box, and velocity box |v + u / k_v| <= v_max; where |v_k| is already
+        # above v_max the velocity side is relaxed to "brake at a_max" so the box stays
+        # consistent (the output setpoint is clipped to v_max anyway).
+        k = c.k_v_per_s
+        ub = np.minimum(a_i, np.maximum(-a_i, k * (c.v_max_mps - v)))
+        lb = np.maximum(-a_i, np.minimum(a_i, k * (-c.v_max_mps - v)))
+
+        # Position bounds: 1-D barriers (share 1, A = a_i), i.e. bounds on u_k.
+        # Lower bound L: n = +e_k, gap = p_k - L, v_r = v_k: -u_k <= gamma h^3 + rate.
+        # Upper bound U: n = -e_k, gap = U - p_k, v_r = -v_k: u_k <= gamma h^3 + rate.
+        has_lo, has_hi = self._has_lo, self._has_hi
+        h_lo, rate_lo = _barrier_terms(p[has_lo] - self._lo, v[has_lo], a_i)
+        h_hi, rate_hi = _barrier_terms(self._hi - p[has_hi], -v[has_hi], a_i)
+        lb[has_lo] = np.maximum(lb[has_lo], -(gamma * h_lo ** 3 + rate_lo))
+        ub[has_hi] = np.minimum(ub[has_hi], gamma * h_hi ** 3 + rate_hi)
+        return ShieldQP(u_nom, g, rhs, lb, ub, np.concatenate((h_nb, h_col, h_lo, h_hi)))
+
+    # -- the filter -------------------------------------------------------------------------
+    def filter(self, inp: ShieldInput) -> ShieldOutput:
+        """Filter one tick's nominal setpoint. Never raises on bad values; see the module doc."""
+        start = time.perf_counter()
+        if not _finite_input(inp):
+            return self._brake(inp, ShieldStatus.NONFINITE_INPUT, math.nan, math.nan, 0, 0.0,
+                               start, "non-finite value in the input")
+        gamma = self.gamma_for(inp)
+        qp = self.build_qp(inp, gamma)
+        min_h = float(qp.barrier.min()) if qp.barrier.size else math.inf
+        ok = ShieldStatus.VIOLATED if min_h < 0 else ShieldStatus.OK
+        if not _well_formed(qp):  # finite but absurd input (e.g. 1e200 m/s) overflowed
+            return self._brake(inp, ShieldStatus.SOLVER_ERROR, min_h, gamma, 0, 0.0, start,
+                               "QP data not finite (input out of any plausible range)")
+        # Fast path: the nominal acceleration already satisfies every row and bound.
+        slack_nom = qp.rhs - qp.g @ qp.u_nom
+        if (slack_nom >= 0).all() and (qp.lb <= qp.u_nom).all() and (qp.u_nom <= qp.ub).all():
+            active = _count_active(qp, qp.u_nom)
+            return ShieldOutput(_clip_v(inp.nominal_velocity_mps, self.config),
+                                qp.u_nom.copy(), ok, False, active, min_h, gamma, 0, 0.0,
+                                _us_since(start))
+        # Drop rows that cannot bind anywhere in the box: max over the box of G u <= rhs.
+        reach = np.maximum(qp.g * qp.lb, qp.g * qp.ub).sum(axis=1)
+        keep = ~(reach <= qp.rhs)
+        result = solve_nearest_point(qp.u_nom, qp.g[keep], qp.rhs[keep], qp.lb, qp.ub)
+        rows = int(np.count_nonzero(keep))
+        if result.status is QPStatus.INFEASIBLE:
+            return self._brake(inp, ShieldStatus.INFEASIBLE, min_h, gamma, rows,
+                               result.solve_time_us, start, result.detail)
+        u = np.clip(result.x, qp.lb, qp.ub)  # bounds exactly; rows checked below
+        if result.status is not QPStatus.OPTIMAL or _violation(qp, u) > ROW_TOL:
+            detail = result.detail if result.status is not QPStatus.OPTIMAL else (
+                f"solution violates a row by {_violation(qp, u):.3g}")
+            return self._brake(inp, ShieldStatus.SOLVER_ERROR, min_h, gamma, rows,
+                               result.solve_time_us, start, detail)
+        v_sp = _clip_v(inp.velocity_mps + u / self.config.k_v_per_s, self.config)
+        intervened = bool(np.any(np.abs(v_sp - inp.nominal_velocity_mps) > 1e-9))
+        return ShieldOutput(v_sp, u, ok, intervened, _count_active(qp, u), min_h, gamma, rows,
+                            result.solve_time_us, _us_since(start), result.detail)
+
+    def __call__(self, own_pos: np.ndarray, own_vel: np.ndarray, v_nominal: np.ndarray,
+                 neighbour_pos: np.ndarray, neighbour_vel: np.ndarray,
+                 neighbour_extra_radius: np.ndarray) -> tuple[np.ndarray, Mapping[str, Any]]:
+        """The runtime's ``VelocityShield`` protocol (swarm_rl/runtime/robot.py): the safe
+        setpoint and :meth:`ShieldOutput.diagnostics`. Columns come from the shield's map."""
+        out = self.filter(ShieldInput(own_pos, own_vel, v_nominal, neighbour_pos,
+                                      neighbour_vel, neighbour_extra_radius))
+        return out.velocity_setpoint_mps, out.diagnostics()
+
+    def _brake(self, inp: ShieldInput, status: ShieldStatus, min_h: float, gamma: float,
+               rows: int, solve_us: float, start: float, detail: str) -> ShieldOutput:
+        """Braking fallback: u = -a_brake v/|v|, no harder than stopping within 1/k_v (no
+        reversal); with a non-finite own velocity, zero velocity (hover)."""
+        c = self.config
+        v = inp.velocity_mps
+        if np.isfinite(v).all():
+            speed = float(np.sqrt(v @ v))
+            decel = min(c.brake_accel_mps2, speed * c.k_v_per_s)
+            u = -decel * v / speed if speed > 0 else np.zeros(3)
+            # v + u / k_v, written as a scale in [0, 1] so it cannot reverse by rounding
+            scale = max(0.0, 1.0 - decel / (speed * c.k_v_per_s)) if speed > 0 else 0.0
+            v_sp = _clip_v(scale * v, c)
+        else:
+            u, v_sp = np.zeros(3), np.zeros(3)
+        return ShieldOutput(v_sp, u, status, True, 0, min_h, gamma, rows, solve_us,
+                            _us_since(start), detail)
+
+
+def _finite_input(inp: ShieldInput) -> bool:
+    arrays = (inp.position_m, inp.velocity_mps, inp.nominal_velocity_mps,
+              inp.neighbour_positions_m, inp.neighbour_velocities_mps,
+              inp.neighbour_extra_radius_m)
+    if not all(np.isfinite(a).all() for a in arrays):
+        return False
+    if inp.column_centres_m is not None and not (np.isfinite(inp.column_centres_m).all()
+                                                 and np.isfinite(inp.column_radii_m).all()):
+        return False
+    return inp.gamma is None or math.isfinite(inp.gamma)
+
+
+def _well_formed(qp: ShieldQP) -> bool:
+    """No NaN anywhere, finite nominal and row coefficients (+-inf bounds are meaningful)."""
+    return bool(np.isfinite(qp.u_nom).all() and np.isfinite(qp.g).all()
+                and not (np.isnan(qp.rhs).any() or np.isnan(qp.lb).any()
+                         or np.isnan(qp.ub).any()))
+
+
+def _violation(qp: ShieldQP, u: np.ndarray) -> float:
+    """Largest violation of any row or bound at u (0 when all hold)."""
+    worst = max(0.0, float(np.max(qp.lb - u)), float(np.max(u - qp.ub)))
+    if qp.g.shape[0]:
+        worst = max(worst, float(np.max(qp.g @ u - qp.rhs)))
+    return worst
+
+
+def _count_active(qp: ShieldQP, u: np.ndarray) -> int:
+    rows = int(np.count_nonzero(qp.g @ u >= qp.rhs - ROW_TOL))
+    return rows + int(np.count_nonzero(u <= qp.lb + ROW_TOL)) + int(
+        np.count_nonzero(u >= qp.ub - ROW_TOL))
+
+
+def _clip_v(v: np.ndarray, config: ShieldConfig) -> np.ndarray:
+    return np.clip(v, -config.v_max_mps, config.v_max_mps)
+
+
+def _us_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1e6
