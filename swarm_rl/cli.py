@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from typer.core import TyperGroup
 
@@ -32,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 Formation = enum.Enum("Formation", {name: name for name in FORMATIONS}, type=str)
 Backend = enum.Enum("Backend", {name: name for name in BACKENDS}, type=str)
+Shield = enum.Enum("Shield", {"none": "none", "cbf": "cbf"}, type=str)
 
 
 class _Group(TyperGroup):
@@ -263,6 +265,8 @@ def eval_cmd(
     seed: Annotated[int, typer.Option(min=0, help="Evaluation seed (episode k uses "
                                       "seed + 10000 k, never a training stream).")] = 0,
     backend: Annotated[Backend, typer.Option(help="Physics engine.")] = "batched",
+    shield: Annotated[Shield, typer.Option(help="Filter each drone's velocity command "
+                                           "through the runtime CBF shield.")] = "none",
     plot: Annotated[Path | None, typer.Option(dir_okay=False, help="Trajectory plot (PNG) "
                                               "of the first episode.")] = None,
     run: Annotated[Path | None, typer.Option(file_okay=False, exists=True, help="Training run "
@@ -276,10 +280,19 @@ def eval_cmd(
 
     pol = OnnxPolicy(policy)
     env_cfg = _eval_config(scenario, pol.metadata, drones)
+    cbf = None
+    if Shield(shield).value == "cbf":
+        from swarm_rl.runtime.shield import CBFShield, ShieldConfig
+
+        x, y, z = env_cfg.room_size_m
+        cbf = CBFShield(ShieldConfig(ceiling_m=z - 0.5, geofence_lower_m=(-x / 2 + 0.5,
+                                     -y / 2 + 0.5, -np.inf),
+                                     geofence_upper_m=(x / 2 - 0.5, y / 2 - 0.5, np.inf),
+                                     v_max_mps=env_cfg.max_speed_mps * np.sqrt(3)))
     result = evaluate(pol, env_cfg, episodes, seed, Backend(backend).value,
-                      record=plot is not None)
+                      record=plot is not None, shield=cbf)
     typer.echo(f"{policy} on {env_cfg.scenario}, {env_cfg.num_drones} drones, "
-               f"{episodes} episodes ({Backend(backend).value})")
+               f"{episodes} episodes ({Backend(backend).value}, shield {Shield(shield).value})")
     typer.echo(format_table(result.table))
     out = result.to_dict()
     if plot is not None:

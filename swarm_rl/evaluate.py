@@ -38,6 +38,7 @@ from sim.observation import ObsLayout
 from sim.swarm_env import BACKENDS, SwarmVecEnv
 from swarm_rl.errors import PolicyMismatchError
 from swarm_rl.runtime.policy import NonFiniteObservation, OnnxPolicy  # noqa: F401 (re-exported)
+from swarm_rl.runtime.shield import ShieldInput
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,13 @@ Z_95 = 1.959963984540054
 
 TABLE_METRICS = ("success_rate", "collisions_per_drone_minute", "crash_rate",
                  "distance_last_1s_m", "distance_last_3s_m", "distance_last_5s_m",
-                 "final_distance_m", "min_separation_m", "return")
+                 "final_distance_m", "min_separation_m", "return",
+                 "shield_intervention_rate", "shield_fallback_rate")
 """Rows of :attr:`EvalResult.table`, in order. ``min_separation_m`` is aggregated by its
 minimum over episodes (``value``), the others by their mean."""
 
 METRIC_RANGE = {"success_rate": (0.0, 1.0), "crash_rate": (0.0, 1.0),
+                "shield_intervention_rate": (0.0, 1.0), "shield_fallback_rate": (0.0, 1.0),
                 "collisions_per_drone_minute": (0.0, math.inf),
                 "distance_last_1s_m": (0.0, math.inf), "distance_last_3s_m": (0.0, math.inf),
                 "distance_last_5s_m": (0.0, math.inf), "final_distance_m": (0.0, math.inf),
@@ -222,16 +225,47 @@ def _batches(episodes: int, num_envs: int) -> list[tuple[int, int]]:
     return [(k, min(num_envs, episodes - k)) for k in range(0, episodes, num_envs)]
 
 
+def shield_actions(env: SwarmVecEnv, actions: np.ndarray,
+                   shield: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Filter velocity-mode actions (E, N, 4) through a runtime shield, drone by drone, as each
+    robot's own node would: it sees its own true state (motion capture), the swarm-mates
+    within ``neighbour_range_m`` and the known columns. Returns the shielded actions and
+    (E, N) flags: intervened, fell back."""
+    cfg = env.cfg
+    s = env.physics.state()
+    world = env.scenario.world
+    out = actions.copy()
+    intervened = np.zeros(actions.shape[:2], bool)
+    fallback = np.zeros(actions.shape[:2], bool)
+    for e in range(env.num_envs):
+        columns = world.obstacle_xy[e][world.obstacle_mask[e]]
+        radii = np.full(len(columns), world.obstacle_radius_m)
+        for i in range(env.num_drones):
+            others = np.arange(env.num_drones) != i
+            near = others & (np.linalg.norm(s.pos[e] - s.pos[e, i], axis=1)
+                             <= cfg.neighbour_range_m)
+            result = shield.filter(ShieldInput(
+                s.pos[e, i], s.vel[e, i], actions[e, i, :3] * cfg.max_speed_mps,
+                s.pos[e, near], s.vel[e, near], column_centres_m=columns,
+                column_radii_m=radii))
+            out[e, i, :3] = np.clip(result.velocity_setpoint_mps / cfg.max_speed_mps, -1, 1)
+            intervened[e, i], fallback[e, i] = result.intervened, result.fallback
+    return out, intervened, fallback
+
+
 def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int, seed: int = 0,
              backend: str = "batched", num_envs: int | None = None, record: bool = False,
-             progress: bool | None = None) -> EvalResult:
+             progress: bool | None = None, shield: Any = None) -> EvalResult:
     """Fly ``episodes`` full episodes of ``env_cfg`` with ``policy`` and measure them.
 
     ``num_envs``: episodes stepped together (default ``min(episodes, 64)`` on the batched
     engine, 1 on PyBullet); results do not depend on it. ``record``: keep the positions and
     goals of the first episode (:attr:`EvalResult.trajectory`). ``progress``: a tqdm bar in
     episodes on stderr (None: only when stderr is a terminal). Episode k uses eval seed
-    ``seed + 10_000 * k`` (module docstring).
+    ``seed + 10_000 * k`` (module docstring). ``shield``: a runtime
+    :class:`~swarm_rl.runtime.shield.CBFShield` filtering every drone's velocity command
+    (:func:`shield_actions`; velocity-mode policies only), which adds the per-episode
+    ``shield_intervention_rate`` and ``shield_fallback_rate`` (shares of drone-steps).
     """
     env_cfg.validate()
     if backend not in BACKENDS:
@@ -247,6 +281,9 @@ def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int, seed: int = 0,
     check = getattr(policy, "check_compatible", None)
     if check is not None:
         check(env_cfg)
+    if shield is not None and env_cfg.action_mode != "velocity":
+        raise ValueError(f"shield: the CBF shield filters velocity commands; this scenario uses "
+                         f"action_mode={env_cfg.action_mode}")
 
     seeds = eval_seeds(seed, episodes)
     n, steps = env_cfg.num_drones, env_cfg.episode_steps
@@ -265,6 +302,7 @@ def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int, seed: int = 0,
                 env = envs[size]
                 obs = env.reset([episode_rng(s) for s in seeds[first:first + size]])
                 ret = np.zeros((size, n))
+                shield_hits, shield_falls = np.zeros((size, n)), np.zeros((size, n))
                 rec = record and first == 0
                 if rec:
                     pos_log = np.empty((steps + 1, n, 3))
@@ -278,7 +316,12 @@ def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int, seed: int = 0,
                         raise ValueError(f"policy: returned actions of shape {action.shape} for "
                                          f"observations {(size * n, obs.shape[-1])}; expected "
                                          f"{(size * n, 4)}")
-                    result = env.step(action.reshape(size, n, 4))
+                    action = action.reshape(size, n, 4)
+                    if shield is not None:
+                        action, hit, fell = shield_actions(env, action, shield)
+                        shield_hits += hit
+                        shield_falls += fell
+                    result = env.step(action)
                     ret += result.reward
                     obs = result.obs
                     if "episode" in result.info:
@@ -294,6 +337,10 @@ def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int, seed: int = 0,
                         done_share = share
                 if episode is None:
                     raise RuntimeError(f"episodes did not end after {steps} steps")
+                if shield is not None:
+                    episode = {**episode,
+                               "shield_intervention_rate": shield_hits.mean(axis=1) / steps,
+                               "shield_fallback_rate": shield_falls.mean(axis=1) / steps}
                 summaries.append(episode)
                 returns.append(ret)
                 if rec:

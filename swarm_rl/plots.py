@@ -26,6 +26,8 @@ LEARNING_CURVE_KEYS = (
 )
 
 TABLE_LABELS = {
+    "shield_intervention_rate": "shield interventions (share of drone-steps)",
+    "shield_fallback_rate": "shield braking fallbacks (share of drone-steps)",
     "success_rate": "success rate",
     "collisions_per_drone_minute": "collisions per drone-minute",
     "crash_rate": "crash rate",
