@@ -60,8 +60,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 20
     """Updates between checkpoints."""
-    threads: int = 1
-    """torch threads; the batched simulator uses its own (numba) threads."""
+    threads: int = 2
+    """torch threads (the simulator's numba kernels use their own). On a machine shared with
+    other busy processes use 1: waiting threads then cost far more than they gain."""
     init_from: str = ""
     """Checkpoint whose actor (weights and observation normaliser) starts this run, e.g. a
     single-drone policy to fine-tune for a swarm. Empty: random initialisation."""
