@@ -56,7 +56,7 @@ def _typer(**kwargs: Any) -> typer.Typer:
 
 app = _typer(help="Control stack for Crazyflie quadrotor swarms: simulate, train, evaluate, "
                   "export and launch.")
-bench_app = _typer(help="Measure throughput: bench sim, bench train.")
+bench_app = _typer(help="Measure throughput and latency: bench sim, bench runtime, bench train.")
 app.add_typer(bench_app, name="bench")
 export_app = _typer(help="Export a trained policy: export onnx.")
 app.add_typer(export_app, name="export")
@@ -162,6 +162,35 @@ def bench_sim(
     from swarm_rl.bench_sim import format_table, run_bench
 
     report = run_bench(_drone_counts(drones), seconds)
+    typer.echo(format_table(report))
+    if as_json:
+        emit_json(report)
+
+
+def _robot_counts(value: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter(f"expected comma-separated robot counts, integers >= 1 "
+                                 f"(e.g. 1,8,16,32), got '{value}'", param_hint="'--robots'")
+    return counts
+
+
+@bench_app.command("runtime")
+def bench_runtime(
+    robots: Annotated[str, typer.Option(metavar="N[,N...]",
+                                        help="Comma-separated swarm sizes.")] = "1,8,16,32",
+    steps: Annotated[int, typer.Option(min=1, help="Timed 50 Hz ticks per swarm size (after "
+                                       "20 warm-up ticks).")] = 500,
+    as_json: JsonFlag = False,
+) -> None:
+    """Latency of the deploy runtime's per-robot step (observation, ONNX policy, CBF shield) on
+    policies/formation_velocity_8.onnx, and the largest swarm one core steps at 50 Hz."""
+    from swarm_rl.bench_runtime import format_table, run_bench
+
+    report = run_bench(_robot_counts(robots), steps)
     typer.echo(format_table(report))
     if as_json:
         emit_json(report)

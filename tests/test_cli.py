@@ -142,3 +142,24 @@ def test_eval_refuses_a_policy_for_another_action_mode():
     assert proc.returncode == 2
     assert "action_mode=motors" in proc.stderr and "velocity" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_runtime_reports_latency_per_swarm_size():
+    proc = run_cli("bench", "runtime", "--robots", "1,4", "--steps", "30", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "max_robots_realtime_50hz" in proc.stdout
+    report = last_json(proc.stdout)
+    assert [r["robots"] for r in report["results"]] == [1, 4]
+    for row in report["results"]:
+        for part in ("step", "policy", "shield", "tick"):
+            unit = "ms" if part == "tick" else "us"
+            assert 0 < row[f"{part}_p50_{unit}"] <= row[f"{part}_p99_{unit}"], (part, row)
+        assert 0.0 <= row["shield_intervention_share"] <= 1.0
+        assert row["steps_timed"] == 30 * row["robots"]
+    fits = [r["robots"] for r in report["results"] if r["tick_p99_ms"] <= 20.0]
+    assert report["max_robots_realtime_50hz"] == (max(fits) if fits else None)
+    assert report["machine"]["cpu_count"] >= 1
+
+    proc = run_cli("bench", "runtime", "--robots", "0")
+    assert proc.returncode == 2
+    assert "--robots" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,369 @@
+"""Deploy-runtime latency, the logic behind ``swarm-rl bench runtime``.
+
+Times the per-robot control step of the robot runtime (:meth:`swarm_rl.runtime.robot.
+RobotController.step`: input checks, neighbour snapshot, observation, ONNX policy, CBF shield)
+on the shipped velocity policy, for swarms of R robots all run in ONE process on one thread,
+as a single companion computer stepping every robot would:
+
+- layout (``static_formation``-like): R robots at random positions in a 6 x 6 x 1.5 m box
+  (:data:`BOX_LOW_M` .. :data:`BOX_HIGH_M`) at least :data:`MIN_SPACING_M` apart, small random
+  velocities, each with a goal within :data:`GOAL_OFFSET_M` of its start;
+- per robot: a :class:`~swarm_rl.runtime.robot.RobotController` with its own
+  :class:`~swarm_rl.runtime.neighbours.NeighbourTable` (K and range from the policy's
+  metadata) and its own :class:`~swarm_rl.runtime.shield.CBFShield`
+  (``ShieldConfig(v_max_mps=1.5 * sqrt(3))``, the speed a velocity action can reach). The
+  robots share one :class:`~swarm_rl.runtime.policy.OnnxPolicy` session (one intra-op
+  thread), as they would in one process;
+- each 20 ms tick (50 Hz, on a simulated clock): every robot's table is updated with every
+  other robot's state (as a robot node receiving an aggregated swarm-state message would),
+  every robot steps, then the robots move: each velocity tracks its command as the shield's
+  model of the velocity loop says (``v' = k_v (v_sp - v)``, exact over 20 ms), positions
+  integrate it. Only the table updates and the steps are timed.
+
+After :data:`WARMUP_TICKS` untimed ticks, ``steps`` ticks are timed with
+:func:`time.perf_counter_ns`: each robot's step on its own, and the whole tick (table updates +
+all steps). The policy and shield parts come from each command's diagnostics
+(``policy_latency_us``; the shield's ``filter_time_us`` and ``solve_time_us``, the latter only
+on ticks where the QP solver ran, i.e. the nominal command was not already safe).
+
+Imports neither torch nor pybullet.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from sim.errors import ConfigError
+from swarm_rl.runtime.neighbours import NeighbourTable
+from swarm_rl.runtime.policy import OnnxPolicy
+from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController
+from swarm_rl.runtime.shield import CBFShield, ShieldConfig
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+POLICY = REPO_ROOT / "policies" / "formation_velocity_8.onnx"
+DEFAULT_ROBOTS = (1, 8, 16, 32)
+DEFAULT_STEPS = 500
+WARMUP_TICKS = 20
+TICK_S = 0.02
+"""The control period timed against: 50 Hz."""
+BOX_LOW_M = np.array([-3.0, -3.0, 0.5])
+BOX_HIGH_M = np.array([3.0, 3.0, 2.0])
+"""Where the robots start: a 6 x 6 x 1.5 m box (x, y centred on the origin)."""
+MIN_SPACING_M = 0.5
+INITIAL_SPEED_MPS = 0.2
+"""Initial velocity components are uniform in +-this."""
+GOAL_OFFSET_M = np.array([1.0, 1.0, 0.5])
+"""Goal = start + uniform offset within +-this per axis (z kept inside the box)."""
+TABLE = {"stale_after_s": 0.5, "drop_after_s": 2.0, "inflate_mps": 0.5}
+"""NeighbourTable ageing parameters (all updates here are fresh, so they never apply)."""
+TARGETS = {"step_p99_us": 1000.0, "qp_solve_p99_us": 200.0, "tick_p99_ms": TICK_S * 1e3}
+SEED = 0
+
+
+def place_robots(n: int, rng: np.random.Generator, max_tries: int = 200_000) -> np.ndarray:
+    """(n, 3) positions in the box, pairwise at least :data:`MIN_SPACING_M` apart (rejection
+    sampling); :class:`ConfigError` naming ``--robots`` if they do not fit."""
+    pos = np.empty((n, 3))
+    placed = tries = 0
+    while placed < n:
+        tries += 1
+        if tries > max_tries:
+            raise ConfigError(f"--robots: cannot place {n} robots {MIN_SPACING_M} m apart in "
+                              f"the {_box_text()} box")
+        p = rng.uniform(BOX_LOW_M, BOX_HIGH_M)
+        if placed == 0 or np.min(np.linalg.norm(pos[:placed] - p, axis=1)) >= MIN_SPACING_M:
+            pos[placed] = p
+            placed += 1
+    return pos
+
+
+def _box_text() -> str:
+    return " x ".join(f"{v:g}" for v in BOX_HIGH_M - BOX_LOW_M) + " m"
+
+
+def shield_config() -> ShieldConfig:
+    return ShieldConfig(v_max_mps=1.5 * math.sqrt(3))
+
+
+def _pct(values: np.ndarray) -> tuple[float, float, float]:
+    """(p50, p99, max) of ``values``."""
+    p50, p99 = np.percentile(values, [50, 99])
+    return float(p50), float(p99), float(np.max(values))
+
+
+def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
+            warmup_ticks: int = WARMUP_TICKS) -> dict[str, Any]:
+    """Run ``warmup_ticks`` + ``steps`` ticks of an ``robots``-robot swarm; one result row."""
+    rng = np.random.default_rng([seed, robots])
+    names = [f"cf{i + 1}" for i in range(robots)]
+    pos = place_robots(robots, rng)
+    vel = rng.uniform(-INITIAL_SPEED_MPS, INITIAL_SPEED_MPS, (robots, 3))
+    goals = pos + rng.uniform(-GOAL_OFFSET_M, GOAL_OFFSET_M, (robots, 3))
+    goals[:, 2] = np.clip(goals[:, 2], BOX_LOW_M[2], BOX_HIGH_M[2])
+    cfg = shield_config()
+    controllers = [
+        RobotController(policy, NeighbourTable(policy.neighbours_k, policy.neighbour_range_m,
+                                               **TABLE), name, shield=CBFShield(cfg))
+        for name in names]
+    rot, omega = np.eye(3), np.zeros(3)
+    decay = math.exp(-cfg.k_v_per_s * TICK_S)  # velocity loop over one tick, exact
+    ticks = warmup_ticks + steps
+    n = robots * steps
+    step_ns = np.empty(n, np.int64)
+    policy_us, filter_us, solve_us = np.empty(n), np.empty(n), np.empty(n)
+    intervened = np.zeros(n, bool)
+    fallback = np.zeros(n, bool)
+    not_policy = np.zeros(n, bool)
+    neighbours = np.empty(n, np.int32)
+    tick_ns = np.empty(steps, np.int64)
+    table_ns = np.empty(steps, np.int64)
+    cmd = np.zeros((robots, 3))
+    perf_ns = time.perf_counter_ns
+    cpu0 = wall0 = 0
+    for tick in range(ticks):
+        now = tick * TICK_S
+        timed = tick >= warmup_ticks
+        if tick == warmup_ticks:
+            cpu0, wall0 = time.process_time_ns(), perf_ns()
+        t0 = perf_ns()
+        for i, ctrl in enumerate(controllers):  # an aggregated swarm-state message, per robot
+            update = ctrl.neighbours.update
+            for j in range(robots):
+                if j != i:
+                    update(names[j], now, pos[j], vel[j], now)
+        t1 = perf_ns()
+        for i, ctrl in enumerate(controllers):
+            own = OwnState(pos[i], vel[i], rot, omega, now)
+            s0 = perf_ns()
+            command = ctrl.step(now, own, goals[i])
+            s1 = perf_ns()
+            cmd[i] = command.velocity_mps
+            if timed:
+                k = (tick - warmup_ticks) * robots + i
+                d = command.diagnostics
+                step_ns[k] = s1 - s0
+                policy_us[k] = np.nan if d.policy_latency_us is None else d.policy_latency_us
+                filter_us[k] = d.shield_info.get("filter_time_us", np.nan)
+                solve_us[k] = d.shield_info.get("solve_time_us", np.nan)
+                intervened[k] = d.shield_intervened
+                fallback[k] = d.shield_fallback
+                not_policy[k] = command.mode is not CommandMode.POLICY
+                neighbours[k] = d.neighbours
+        t2 = perf_ns()
+        if timed:
+            tick_ns[tick - warmup_ticks] = t2 - t0
+            table_ns[tick - warmup_ticks] = t1 - t0
+        # move: v tracks the setpoint (first order, gain k_v), p integrates v over the tick
+        new_vel = cmd + (vel - cmd) * decay
+        pos += cmd * TICK_S + (vel - cmd) * (1.0 - decay) / cfg.k_v_per_s
+        vel = new_vel
+    cpu_ns, wall_ns = time.process_time_ns() - cpu0, perf_ns() - wall0
+
+    step_us = step_ns / 1e3
+    s50, s99, smax = _pct(step_us)
+    p50, p99, pmax = _pct(policy_us[np.isfinite(policy_us)])
+    f50, f99, fmax = _pct(filter_us[np.isfinite(filter_us)])
+    solved = solve_us[np.isfinite(solve_us) & (solve_us > 0)]
+    q50, q99, qmax = _pct(solved) if solved.size else (None, None, None)
+    other = step_us - np.nan_to_num(policy_us) - np.nan_to_num(filter_us)
+    o50, o99, _ = _pct(other)
+    t50, t99, tmax = _pct(tick_ns / 1e6)
+    u50, u99, _ = _pct(table_ns / 1e6)
+    if not_policy.any():
+        log.warning("%d robots: %d of %d steps were not plain policy commands", robots,
+                    int(not_policy.sum()), n)
+    return _rounded({
+        "robots": robots, "ticks": steps, "steps_timed": n,
+        "step_p50_us": s50, "step_p99_us": s99, "step_max_us": smax,
+        "policy_p50_us": p50, "policy_p99_us": p99, "policy_max_us": pmax,
+        "shield_p50_us": f50, "shield_p99_us": f99, "shield_max_us": fmax,
+        "other_p50_us": o50, "other_p99_us": o99,
+        "qp_solves": int(solved.size), "qp_solve_share": solved.size / n,
+        "qp_solve_p50_us": q50, "qp_solve_p99_us": q99, "qp_solve_max_us": qmax,
+        "shield_intervention_share": float(intervened.mean()),
+        "shield_fallback_share": float(fallback.mean()),
+        "non_policy_share": float(not_policy.mean()),
+        "mean_neighbours": float(neighbours.mean()),
+        "table_updates_per_tick": robots * (robots - 1),
+        "table_update_p50_ms": u50, "table_update_p99_ms": u99,
+        "table_update_per_entry_us": (u50 * 1e3 / (robots * (robots - 1))
+                                      if robots > 1 else None),
+        "tick_p50_ms": t50, "tick_p99_ms": t99, "tick_max_ms": tmax,
+        "cpu_per_wall": cpu_ns / wall_ns if wall_ns else None,
+        "step_p99_within_target": s99 <= TARGETS["step_p99_us"],
+        "qp_solve_p99_within_target": None if q99 is None else q99 <= TARGETS["qp_solve_p99_us"],
+        "tick_p99_within_50hz": t99 <= TARGETS["tick_p99_ms"],
+    })
+
+
+def _rounded(row: dict[str, Any]) -> dict[str, Any]:
+    """Floats to a readable precision: 0.1 us, 1 us in ms, 4 decimals for shares."""
+    digits = {"_us": 1, "_ms": 3}
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, float):
+            value = round(value, next((d for end, d in digits.items() if key.endswith(end)),
+                                      4))
+        out[key] = value
+    return out
+
+
+def machine_info(policy: OnnxPolicy) -> dict[str, Any]:
+    """What the figures were measured on (and how busy it was)."""
+    uname = platform.uname()
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "processor": _cpu_model() or platform.processor() or uname.machine,
+        "system": f"{uname.system} {uname.release}",
+        "machine": uname.machine,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": affinity,
+        "load_average_1_5_15_min": load,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": _package_version("onnxruntime"),
+        "daqp": _package_version("daqp"),
+        "policy_intra_op_threads": policy.session.get_session_options().intra_op_num_threads,
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAULT_STEPS,
+              policy_path: Path = POLICY, progress: bool | None = None) -> dict[str, Any]:
+    """Measure every robot count; return a JSON-ready report.
+
+    ``progress``: show a tqdm bar on stderr (None: only on a terminal).
+    """
+    if not robot_counts or min(robot_counts) < 1:
+        raise ConfigError(f"--robots: robot counts must be >= 1, got {list(robot_counts)}")
+    if steps < 1:
+        raise ConfigError(f"--steps: must be >= 1, got {steps}")
+    policy = OnnxPolicy(policy_path)
+    rows = []
+    bar = tqdm(robot_counts, desc="bench runtime", unit="swarm", leave=False,
+               disable=None if progress is None else not progress)
+    with bar:
+        for r in bar:
+            bar.set_postfix_str(f"{r} robots")
+            gc.collect()  # start each measurement with the same heap; GC stays on (as deployed)
+            rows.append(measure(policy, r, steps))
+    fits = [row["robots"] for row in rows if row["tick_p99_within_50hz"]]
+    cfg = shield_config()
+    try:
+        shown = str(policy_path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        shown = str(policy_path)
+    return {
+        "bench": "runtime",
+        "what": "per-robot RobotController.step (checks, neighbour snapshot, observation, "
+                "ONNX policy, CBF shield) and whole 50 Hz ticks (neighbour-table updates + "
+                "every robot's step), all robots in one process on one thread",
+        "policy": shown,
+        "policy_neighbours_k": policy.neighbours_k,
+        "neighbour_range_m": policy.neighbour_range_m,
+        "layout": {"box_low_m": BOX_LOW_M, "box_high_m": BOX_HIGH_M,
+                   "min_spacing_m": MIN_SPACING_M, "initial_speed_mps": INITIAL_SPEED_MPS,
+                   "goal_offset_m": GOAL_OFFSET_M, "seed": SEED},
+        "shield": {"v_max_mps": cfg.v_max_mps, "safety_distance_m": cfg.safety_distance_m,
+                   "gamma": cfg.gamma, "k_v_per_s": cfg.k_v_per_s},
+        "neighbour_table": TABLE,
+        "control_hz": round(1 / TICK_S),
+        "warmup_ticks": WARMUP_TICKS,
+        "ticks_timed": steps,
+        "targets": TARGETS,
+        "max_robots_realtime_50hz": max(fits) if fits else None,
+        "machine": machine_info(policy),
+        "results": rows,
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Plain aligned text table of :func:`run_bench`'s results, with the targets."""
+    def us(v: float | None) -> str:
+        return "-" if v is None else f"{v:,.0f}"
+
+    head = ("robots", "step p50/p99/max us", "policy p50/p99 us", "shield p50/p99 us",
+            "QP solve p99 us (solves)", "intervened", "table upd p50/p99 ms",
+            "tick p50/p99 ms", "50 Hz")
+    body = [(str(r["robots"]),
+             f"{us(r['step_p50_us'])} / {us(r['step_p99_us'])} / {us(r['step_max_us'])}",
+             f"{us(r['policy_p50_us'])} / {us(r['policy_p99_us'])}",
+             f"{us(r['shield_p50_us'])} / {us(r['shield_p99_us'])}",
+             f"{us(r['qp_solve_p99_us'])} ({r['qp_solve_share']:.1%})",
+             f"{r['shield_intervention_share']:.1%}",
+             f"{r['table_update_p50_ms']:.2f} / {r['table_update_p99_ms']:.2f}",
+             f"{r['tick_p50_ms']:.2f} / {r['tick_p99_ms']:.2f}",
+             "yes" if r["tick_p99_within_50hz"] else "no")
+            for r in report["results"]]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
+             for row in [head, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    t = report["targets"]
+    rows = report["results"]
+    step_ok = all(r["step_p99_within_target"] for r in rows)
+    qp = [r["qp_solve_p99_us"] for r in rows if r["qp_solve_p99_us"] is not None]
+    qp_ok = all(r["qp_solve_p99_within_target"] in (True, None) for r in rows)
+    worst_step = max(r["step_p99_us"] for r in rows)
+    best = report["max_robots_realtime_50hz"]
+    m = report["machine"]
+    entry = [r["table_update_per_entry_us"] for r in rows
+             if r["table_update_per_entry_us"] is not None]
+    per_entry = (f"about {np.median(entry):.0f} us per update at p50" if entry
+                 else "none with 1 robot")
+    lines += [
+        "",
+        f"targets: per-robot step p99 <= {t['step_p99_us']:,.0f} us: "
+        f"{'met' if step_ok else 'MISSED'} (worst p99 {worst_step:,.0f} us); "
+        f"QP solve p99 <= {t['qp_solve_p99_us']:,.0f} us: "
+        + (("met" if qp_ok else "MISSED") + f" (worst p99 {max(qp):,.0f} us)" if qp
+           else "no QP solved"),
+        f"max_robots_realtime_50hz: {best if best is not None else 'none'} (largest measured "
+        f"swarm whose whole tick p99 <= {t['tick_p99_ms']:g} ms)",
+        f"table upd = one tick's NeighbourTable.update calls, R x (R - 1) ({per_entry}); "
+        f"{report['what']}; policy {report['policy']} (K = {report['policy_neighbours_k']}, "
+        f"range {report['neighbour_range_m']:g} m); {report['warmup_ticks']} warm-up + "
+        f"{report['ticks_timed']} timed ticks per swarm; QP solve over the steps that needed "
+        "the solver (share in brackets); intervened = share of steps the shield changed",
+        f"machine: {m['processor']}, {m['cpu_count']} CPUs, {m['system']}, load average "
+        f"{m['load_average_1_5_15_min']}, numpy {m['numpy']}, onnxruntime {m['onnxruntime']}, "
+        f"daqp {m['daqp']}",
+    ]
+    return "\n".join(lines)
