@@ -47,6 +47,7 @@ from swarm_rl.runtime.neighbours import NeighbourTable
 from swarm_rl.runtime.policy import OnnxPolicy
 from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController
 from swarm_rl.runtime.shield import CBFShield, ShieldConfig
+from swarm_rl.machine import cpu_model, package_version
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def machine_info(policy: OnnxPolicy) -> dict[str, Any]:
     except OSError:
         load = None
     return {
-        "processor": _cpu_model() or platform.processor() or uname.machine,
+        "processor": cpu_model() or platform.processor() or uname.machine,
         "system": f"{uname.system} {uname.release}",
         "machine": uname.machine,
         "cpu_count": os.cpu_count(),
@@ -239,30 +240,10 @@ def machine_info(policy: OnnxPolicy) -> dict[str, Any]:
         "load_average_1_5_15_min": load,
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "onnxruntime": _package_version("onnxruntime"),
-        "daqp": _package_version("daqp"),
+        "onnxruntime": package_version("onnxruntime"),
+        "daqp": package_version("daqp"),
         "policy_intra_op_threads": policy.session.get_session_options().intra_op_num_threads,
     }
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def _package_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAULT_STEPS,

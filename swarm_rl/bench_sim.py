@@ -22,6 +22,7 @@ from tqdm import tqdm
 from sim.config import make_config
 from sim.errors import ConfigError
 from sim.swarm_env import SwarmVecEnv
+from swarm_rl.machine import cpu_model, package_version
 
 log = logging.getLogger(__name__)
 
@@ -94,36 +95,15 @@ def machine_info() -> dict[str, str | int | None]:
 
     uname = platform.uname()
     return {
-        "processor": _cpu_model() or platform.processor() or uname.machine,
+        "processor": cpu_model() or platform.processor() or uname.machine,
         "system": f"{uname.system} {uname.release}",
         "machine": uname.machine,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "pybullet": _package_version("pybullet"),
+        "pybullet": package_version("pybullet"),
         "pybullet_api": pybullet.getAPIVersion(),
     }
-
-
-def _cpu_model() -> str | None:
-    """The CPU's marketing name from /proc/cpuinfo (Linux), else None."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def _package_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def run_bench(drone_counts: tuple[int, ...] = DEFAULT_DRONES, seconds: float = 3.0,

@@ -300,8 +300,6 @@ def test_bad_policy_files_are_named(tmp_path):
 
 def test_shipped_policy_evaluates_on_its_scenario():
     shipped = ROOT / "policies" / "hover_single_motors.onnx"
-    if not shipped.is_file():
-        pytest.skip("no shipped policy in this checkout")
     cfg = load_config(ROOT / "config" / "scenarios" / "hover_single.yaml")
     policy = OnnxPolicy(shipped)
     result = evaluate(policy, cfg, episodes=4, seed=0)
