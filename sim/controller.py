@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from sim.crazyflie import GRAVITY_MPS2, QuadParams
+from sim.forces import mix_one
 from sim.jit import kernel
 
 
@@ -38,7 +39,6 @@ def _control(vel, rot, omega, vel_sp, yaw_rate_sp, integral, yaw, gains, mass, i
     """Motor thrusts (M, 4) for M drones; updates ``integral`` (M, 3) and ``yaw`` (M,)."""
     vel_p, vel_i, att_p, rate_p, max_tilt, max_acc, i_lim = gains
     tan_tilt = np.tan(max_tilt)
-    a = arm / np.sqrt(2.0)
     for i in numba.prange(vel.shape[0]):
         acc = np.empty(3)
         for c in range(3):
@@ -79,11 +79,7 @@ def _control(vel, rot, omega, vel_sp, yaw_rate_sp, integral, yaw, gains, mass, i
         t0 = inertia[0] * rate_p * (sp0 - w0) + (w1 * inertia[2] * w2 - w2 * inertia[1] * w1)
         t1 = inertia[1] * rate_p * (sp1 - w1) + (w2 * inertia[0] * w0 - w0 * inertia[2] * w2)
         t2 = inertia[2] * rate_p * (sp2 - w2) + (w0 * inertia[1] * w1 - w1 * inertia[0] * w0)
-        # Mixer: inverse of sim.forces.body_wrench for the X layout M1..M4.
-        base = collective / 4.0
-        rx, ry, rz = t0 / (4.0 * a), t1 / (4.0 * a), t2 / (4.0 * yaw_k)
-        cmd = (base - rx - ry + rz, base - rx + ry - rz, base + rx + ry + rz,
-               base + rx - ry - rz)
+        cmd = mix_one(collective, t0, t1, t2, arm, yaw_k)
         for k in range(4):
             out[i, k] = min(max(cmd[k], 0.0), max_thrust)
 

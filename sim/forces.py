@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from sim.crazyflie import QuadParams
@@ -101,14 +102,26 @@ def body_wrench(thrust_n: np.ndarray, params: QuadParams) -> tuple[np.ndarray, n
     return thrust_n.sum(axis=-1), torque
 
 
+@numba.njit(cache=True)
+def mix_one(collective_n: float, tx: float, ty: float, tz: float, arm_m: float,
+            yaw_torque_per_thrust_m: float) -> tuple[float, float, float, float]:
+    """Motor thrusts M1..M4 (N) giving one collective thrust and body torque (N m): the
+    inverse of :func:`body_wrench` for the X layout. Compiled, so the simulated onboard
+    controller's kernel calls this very function."""
+    a = arm_m / np.sqrt(2.0)
+    base = collective_n / 4.0
+    rx, ry, rz = tx / (4.0 * a), ty / (4.0 * a), tz / (4.0 * yaw_torque_per_thrust_m)
+    return (base - rx - ry + rz, base - rx + ry - rz, base + rx + ry + rz, base + rx - ry - rz)
+
+
 def mixer(collective_n: np.ndarray, torque_nm: np.ndarray, params: QuadParams) -> np.ndarray:
-    """Motor thrusts (..., 4) that produce a collective thrust and body torque: inverse of
-    :func:`body_wrench`."""
-    a = params.arm_m / np.sqrt(2.0)
-    k = params.yaw_torque_per_thrust_m
-    t, tx, ty, tz = collective_n, torque_nm[..., 0], torque_nm[..., 1], torque_nm[..., 2]
-    m1 = t / 4 - tx / (4 * a) - ty / (4 * a) + tz / (4 * k)
-    m2 = t / 4 - tx / (4 * a) + ty / (4 * a) - tz / (4 * k)
-    m3 = t / 4 + tx / (4 * a) + ty / (4 * a) + tz / (4 * k)
-    m4 = t / 4 + tx / (4 * a) - ty / (4 * a) - tz / (4 * k)
-    return np.stack([m1, m2, m3, m4], axis=-1)
+    """Motor thrusts (..., 4) for collective thrusts (...) and body torques (..., 3):
+    :func:`mix_one` over a batch."""
+    collective_n = np.asarray(collective_n, dtype=float)
+    torque_nm = np.asarray(torque_nm, dtype=float)
+    shape = np.broadcast_shapes(collective_n.shape, torque_nm.shape[:-1])
+    c = np.broadcast_to(collective_n, shape).reshape(-1)
+    t = np.broadcast_to(torque_nm, shape + (3,)).reshape(-1, 3)
+    out = np.array([mix_one(c[i], t[i, 0], t[i, 1], t[i, 2], params.arm_m,
+                            params.yaw_torque_per_thrust_m) for i in range(len(c))])
+    return out.reshape(shape + (4,))
