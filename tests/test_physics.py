@@ -375,8 +375,8 @@ def test_torque_signs(pattern, engine, make_engine):
 
 def test_mixer_inverts_body_wrench():
     """The mixer (forces.mix_one, which the controller kernel calls) must produce exactly the
-    wrench it asks for (a sign slip in one
-    motor's row is otherwise absorbed by the feedback loops and goes unnoticed)."""
+    wrench it asks for (a sign slip in one motor's row is otherwise absorbed by the feedback
+    loops and goes unnoticed)."""
     rng = np.random.default_rng(5)
     collective = rng.uniform(0.1, 0.5, size=(64,))
     torque = rng.normal(scale=[1e-3, 1e-3, 3e-4], size=(64, 3))
