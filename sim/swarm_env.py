@@ -109,6 +109,12 @@ class SwarmVecEnv:
         self.params: DroneParams | None = None
         self.step_count = 0
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle (training checkpoints hold the env), filling attributes that environments
+        pickled by older versions lack."""
+        state.setdefault("env_rngs", None)
+        self.__dict__.update(state)
+
     @property
     def obs_dim(self) -> int:
         return self.layout.dim
