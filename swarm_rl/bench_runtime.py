@@ -104,8 +104,13 @@ def _pct(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
-            warmup_ticks: int = WARMUP_TICKS) -> dict[str, Any]:
-    """Run ``warmup_ticks`` + ``steps`` ticks of an ``robots``-robot swarm; one result row."""
+            warmup_ticks: int = WARMUP_TICKS, shared_table: bool = True) -> dict[str, Any]:
+    """Run ``warmup_ticks`` + ``steps`` ticks of an ``robots``-robot swarm; one result row.
+
+    ``shared_table``: the robots hosted in this process share one neighbour table, fed once
+    per robot per tick (one reader per topic, DESIGN.md "Transport": O(N) updates); otherwise
+    each robot has its own table fed with every other robot's state (O(N^2) updates, as one
+    process per robot would see)."""
     rng = np.random.default_rng([seed, robots])
     names = [f"cf{i + 1}" for i in range(robots)]
     pos = place_robots(robots, rng)
@@ -113,10 +118,13 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
     goals = pos + rng.uniform(-GOAL_OFFSET_M, GOAL_OFFSET_M, (robots, 3))
     goals[:, 2] = np.clip(goals[:, 2], BOX_LOW_M[2], BOX_HIGH_M[2])
     cfg = shield_config()
-    controllers = [
-        RobotController(policy, NeighbourTable(policy.neighbours_k, policy.neighbour_range_m,
-                                               **TABLE), name, shield=CBFShield(cfg))
-        for name in names]
+    def table() -> NeighbourTable:
+        return NeighbourTable(policy.neighbours_k, policy.neighbour_range_m, **TABLE)
+
+    shared = table() if shared_table else None
+    controllers = [RobotController(policy, shared if shared is not None else table(), name,
+                                   shield=CBFShield(cfg))
+                   for name in names]
     rot, omega = np.eye(3), np.zeros(3)
     decay = math.exp(-cfg.k_v_per_s * TICK_S)  # velocity loop over one tick, exact
     ticks = warmup_ticks + steps
@@ -138,11 +146,14 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
         if tick == warmup_ticks:
             cpu0, wall0 = time.process_time_ns(), perf_ns()
         t0 = perf_ns()
-        for i, ctrl in enumerate(controllers):  # an aggregated swarm-state message, per robot
-            update = ctrl.neighbours.update
+        if shared is not None:  # one aggregated swarm-state message, one shared reader
             for j in range(robots):
-                if j != i:
-                    update(names[j], now, pos[j], vel[j], now)
+                shared.update(names[j], now, pos[j], vel[j], now)
+        else:  # the same message, read by every robot's own table
+            for i, ctrl in enumerate(controllers):
+                for j in range(robots):
+                    if j != i:
+                        ctrl.neighbours.update(names[j], now, pos[j], vel[j], now)
         t1 = perf_ns()
         for i, ctrl in enumerate(controllers):
             own = OwnState(pos[i], vel[i], rot, omega, now)
@@ -196,7 +207,8 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
         "shield_fallback_share": float(fallback.mean()),
         "non_policy_share": float(not_policy.mean()),
         "mean_neighbours": float(neighbours.mean()),
-        "table_updates_per_tick": robots * (robots - 1),
+        "shared_table": shared_table,
+        "table_updates_per_tick": robots if shared_table else robots * (robots - 1),
         "table_update_p50_ms": u50, "table_update_p99_ms": u99,
         "table_update_per_entry_us": (u50 * 1e3 / (robots * (robots - 1))
                                       if robots > 1 else None),
@@ -247,10 +259,12 @@ def machine_info(policy: OnnxPolicy) -> dict[str, Any]:
 
 
 def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAULT_STEPS,
-              policy_path: Path = POLICY, progress: bool | None = None) -> dict[str, Any]:
+              policy_path: Path = POLICY, progress: bool | None = None,
+              shared_table: bool = True) -> dict[str, Any]:
     """Measure every robot count; return a JSON-ready report.
 
-    ``progress``: show a tqdm bar on stderr (None: only on a terminal).
+    ``progress``: show a tqdm bar on stderr (None: only on a terminal). ``shared_table``: see
+    :func:`measure`.
     """
     if not robot_counts or min(robot_counts) < 1:
         raise ConfigError(f"--robots: robot counts must be >= 1, got {list(robot_counts)}")
@@ -264,7 +278,7 @@ def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAU
         for r in bar:
             bar.set_postfix_str(f"{r} robots")
             gc.collect()  # start each measurement with the same heap; GC stays on (as deployed)
-            rows.append(measure(policy, r, steps))
+            rows.append(measure(policy, r, steps, shared_table=shared_table))
     fits = [row["robots"] for row in rows if row["tick_p99_within_50hz"]]
     cfg = shield_config()
     try:
@@ -284,7 +298,7 @@ def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAU
                    "goal_offset_m": GOAL_OFFSET_M, "seed": SEED},
         "shield": {"v_max_mps": cfg.v_max_mps, "safety_distance_m": cfg.safety_distance_m,
                    "gamma": cfg.gamma, "k_v_per_s": cfg.k_v_per_s},
-        "neighbour_table": TABLE,
+        "neighbour_table": {**TABLE, "shared": shared_table},
         "control_hz": round(1 / TICK_S),
         "warmup_ticks": WARMUP_TICKS,
         "ticks_timed": steps,

@@ -184,13 +184,17 @@ def bench_runtime(
                                         help="Comma-separated swarm sizes.")] = "1,8,16,32",
     steps: Annotated[int, typer.Option(min=1, help="Timed 50 Hz ticks per swarm size (after "
                                        "20 warm-up ticks).")] = 500,
+    per_robot_tables: Annotated[bool, typer.Option(
+        "--per-robot-tables", help="Give every robot its own neighbour table fed with all "
+        "others (one process per robot) instead of one shared table (co-hosted robots).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Latency of the deploy runtime's per-robot step (observation, ONNX policy, CBF shield) on
     policies/formation_velocity_8.onnx, and the largest swarm one core steps at 50 Hz."""
     from swarm_rl.bench_runtime import format_table, run_bench
 
-    report = run_bench(_robot_counts(robots), steps)
+    report = run_bench(_robot_counts(robots), steps, shared_table=not per_robot_tables)
     typer.echo(format_table(report))
     if as_json:
         emit_json(report)

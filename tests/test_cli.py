@@ -156,6 +156,8 @@ def test_bench_runtime_reports_latency_per_swarm_size():
             assert 0 < row[f"{part}_p50_{unit}"] <= row[f"{part}_p99_{unit}"], (part, row)
         assert 0.0 <= row["shield_intervention_share"] <= 1.0
         assert row["steps_timed"] == 30 * row["robots"]
+    four = report["results"][1]
+    assert four["mean_neighbours"] > 0 and four["table_updates_per_tick"] == 4  # shared table
     fits = [r["robots"] for r in report["results"] if r["tick_p99_ms"] <= 20.0]
     assert report["max_robots_realtime_50hz"] == (max(fits) if fits else None)
     assert report["machine"]["cpu_count"] >= 1
