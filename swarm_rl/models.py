@@ -62,6 +62,18 @@ class RunningNorm(nn.Module):
         self.var.copy_((m2 / total).float())
         self.count.copy_(total)
 
+    @torch.no_grad()
+    def reset_unseen(self, min_var: float = 1e-6, count: float = 1e4) -> int:
+        """Before fine-tuning on new data: entries that never varied (e.g. neighbour features
+        of a single-drone policy, the obstacle patch of a policy trained without columns)
+        would map any new value to the clip limit; give them mean 0 and variance 1, and cap
+        the sample count so the statistics follow the new data. Returns how many were reset."""
+        unseen = self.var < min_var
+        self.mean[unseen] = 0.0
+        self.var[unseen] = 1.0
+        self.count.fill_(min(float(self.count), count))
+        return int(unseen.sum())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp((x - self.mean) / torch.sqrt(self.var + 1e-8), -self.clip, self.clip)
 

@@ -151,3 +151,21 @@ def test_env_pickled_by_an_older_version_still_steps() -> None:
     assert revived.env_rngs is None
     result = revived.step(revived.hover_action())
     assert np.isfinite(result.obs).all()
+
+
+def test_fine_tuning_renormalises_inputs_the_source_never_saw(tmp_path: Path) -> None:
+    """A single-drone policy never saw neighbours: their normaliser variance is 0, which would
+    clip any real neighbour to +-10. init_from resets those entries (and only those)."""
+    source = Trainer(_tiny(["total_steps=320"]), tmp_path / "single")
+    source.train(progress_bar=False)
+    source.save_actor(tmp_path / "actor.pt")
+    sl = source.actor.layout.slices
+    assert float(source.actor.norm.var[sl["neighbours"]].max()) < 1e-6
+    tuned = Trainer(_tiny(["total_steps=320", f"init_from={tmp_path / 'actor.pt'}"],
+                          preset="swap_goals_8"), tmp_path / "swarm")
+    norm = tuned.actor.norm
+    assert torch.equal(norm.var[sl["neighbours"]], torch.ones(36))
+    assert torch.equal(norm.mean[sl["neighbours"]], torch.zeros(36))
+    own = slice(0, 18)  # goal error, velocity, rotation, body rates: seen, kept
+    assert torch.equal(norm.var[own], source.actor.norm.var[own])
+    assert float(norm.count) <= 1e4
