@@ -39,6 +39,10 @@ class ModelConfig:
         return {"own": 64, "neighbour": 32, "obstacle": 16, "trunk": 64, "critic": 128}
 
 
+PRIOR_COUNT = 1e-4
+"""Weight of the normaliser's prior (mean 0, variance 1) against the samples it sees."""
+
+
 class RunningNorm(nn.Module):
     """Running mean and variance of observations (Chan et al. parallel update), clipped z."""
 
@@ -46,7 +50,7 @@ class RunningNorm(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("var", torch.ones(dim))
-        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(PRIOR_COUNT, dtype=torch.float64))
         self.clip = clip
 
     @torch.no_grad()
@@ -63,12 +67,18 @@ class RunningNorm(nn.Module):
         self.count.copy_(total)
 
     @torch.no_grad()
-    def reset_unseen(self, min_var: float = 1e-6, count: float = 1e4) -> int:
+    def unseen(self) -> torch.Tensor:
+        """Entries whose samples never varied: their summed squared deviation is still just
+        what the prior (and its distance from the samples' constant value) put there."""
+        prior = PRIOR_COUNT * (1.0 + self.mean.double() ** 2)
+        return self.var.double() * self.count < 1.5 * prior
+
+    def reset_unseen(self, count: float = 1e4) -> int:
         """Before fine-tuning on new data: entries that never varied (e.g. neighbour features
         of a single-drone policy, the obstacle patch of a policy trained without columns)
         would map any new value to the clip limit; give them mean 0 and variance 1, and cap
         the sample count so the statistics follow the new data. Returns how many were reset."""
-        unseen = self.var < min_var
+        unseen = self.unseen()
         self.mean[unseen] = 0.0
         self.var[unseen] = 1.0
         self.count.fill_(min(float(self.count), count))
@@ -134,6 +144,32 @@ class Actor(nn.Module):
                           last_gain=0.01)
         self.register_buffer("action_bias", torch.as_tensor(action_bias, dtype=torch.float32))
         self.log_std = nn.Parameter(torch.full((4,), -1.0))
+
+    @torch.no_grad()
+    def open_unseen_inputs(self) -> list[str]:
+        """Prepare a fine-tune on inputs this actor never saw vary (a single-drone policy
+        going to a swarm, a policy trained without columns going among them): re-normalise
+        them (:meth:`RunningNorm.reset_unseen`) and zero the trunk's weights from the
+        neighbour or obstacle encoder whose inputs were all unseen, so the fine-tune starts
+        from exactly the source policy's behaviour and learns to use the new inputs. Returns
+        the encoders opened."""
+        sl = self.layout.slices
+        s_own = self.own[0][-1].out_features
+        s_nbr = self.neighbours.phi[0][-1].out_features
+        columns = {"neighbours": slice(s_own, s_own + s_nbr),
+                   "obstacles": slice(s_own + s_nbr, None)}
+        unseen = self.norm.unseen()
+        opened = [name for name in columns if bool(unseen[sl[name]].all())]
+        first = self.trunk[0]
+        if "obstacles" in opened:  # its constant input (z = 0) fed a constant: keep it as bias
+            constant = self.obstacles(torch.zeros(1, len(range(*sl["obstacles"].indices(
+                self.layout.dim)))))[0]
+            first.bias += first.weight[:, columns["obstacles"]] @ constant
+        # (the neighbour embedding of a swarm-less source was always 0: all masked)
+        for name in opened:
+            first.weight[:, columns[name]] = 0.0
+        self.norm.reset_unseen()
+        return opened
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         sl = self.layout.slices

@@ -153,14 +153,16 @@ def test_env_pickled_by_an_older_version_still_steps() -> None:
     assert np.isfinite(result.obs).all()
 
 
-def test_fine_tuning_renormalises_inputs_the_source_never_saw(tmp_path: Path) -> None:
-    """A single-drone policy never saw neighbours: their normaliser variance is 0, which would
-    clip any real neighbour to +-10. init_from resets those entries (and only those)."""
+def test_fine_tuning_opens_inputs_the_source_never_saw(tmp_path: Path) -> None:
+    """A single-drone policy never saw neighbours (normaliser variance 0: any real neighbour
+    would hit the +-10 clip) nor columns. init_from re-normalises those inputs only and zeroes
+    their path into the trunk, so the fine-tune starts from the source's exact behaviour."""
     source = Trainer(_tiny(["total_steps=320"]), tmp_path / "single")
     source.train(progress_bar=False)
     source.save_actor(tmp_path / "actor.pt")
     sl = source.actor.layout.slices
-    assert float(source.actor.norm.var[sl["neighbours"]].max()) < 1e-6
+    assert bool(source.actor.norm.unseen()[sl["neighbours"]].all())
+    assert not bool(source.actor.norm.unseen()[:18].any())
     tuned = Trainer(_tiny(["total_steps=320", f"init_from={tmp_path / 'actor.pt'}"],
                           preset="swap_goals_8"), tmp_path / "swarm")
     norm = tuned.actor.norm
@@ -169,3 +171,11 @@ def test_fine_tuning_renormalises_inputs_the_source_never_saw(tmp_path: Path) ->
     own = slice(0, 18)  # goal error, velocity, rotation, body rates: seen, kept
     assert torch.equal(norm.var[own], source.actor.norm.var[own])
     assert float(norm.count) <= 1e4
+    # Same actions as the source flying alone, whatever the neighbours and columns now read.
+    obs = torch.from_numpy(tuned.obs.reshape(-1, tuned.env.obs_dim))
+    alone = obs.clone()
+    alone[:, sl["neighbours"]] = 0.0
+    alone[:, sl["neighbour_mask"]] = 0.0
+    alone[:, sl["obstacles"]] = source.actor.norm.mean[sl["obstacles"]]
+    with torch.no_grad():
+        torch.testing.assert_close(tuned.actor(obs), source.actor(alone), atol=1e-6, rtol=0)

@@ -90,9 +90,9 @@ class Trainer:
             if not path.is_absolute() and not path.exists():
                 path = PRESET_DIR.parents[1] / path  # presets name files in the repository
             load_module_state(self.actor, load_checkpoint(path)["actor"], "actor", path)
-            reset = self.actor.norm.reset_unseen()
-            log.info("actor initialised from %s (%d never-varying inputs re-normalised)",
-                     path, reset)
+            opened = self.actor.open_unseen_inputs()
+            log.info("actor initialised from %s; inputs it never saw: %s", path,
+                     ", ".join(opened) or "none")
         self.critic = Critic(self.env.layout, cfg.model, CRITIC_FEATS)
         self.value_norm = RunningNorm(1, clip=1e9)
         params = list(self.actor.parameters()) + list(self.critic.parameters())
