@@ -60,12 +60,9 @@ class _Client:
         self.drones: list[int] = []
         self.static: dict[int, str] = {}
 
-    def body(self, shape: int, pos, mass: float = 0.0, rgba=None) -> int:
-        visual = -1
-        if rgba is not None:
-            visual = pb.createVisualShape(pb.GEOM_BOX, halfExtents=[0.01] * 3, rgbaColor=rgba,
-                                          physicsClientId=self.cid)
-        return pb.createMultiBody(mass, shape, visual, basePosition=list(pos),
+    def static_body(self, shape: int, pos) -> int:
+        """A fixed (massless) body with collision ``shape`` at ``pos``."""
+        return pb.createMultiBody(0.0, shape, -1, basePosition=list(pos),
                                   physicsClientId=self.cid)
 
     def close(self) -> None:
@@ -124,11 +121,11 @@ class PyBulletPhysics:
         }
         for name, (half, pos) in boxes.items():
             shape = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=half, physicsClientId=c.cid)
-            c.static[c.body(shape, pos)] = "floor" if name == "floor" else "wall"
+            c.static[c.static_body(shape, pos)] = "floor" if name == "floor" else "wall"
         for xy in world.obstacle_xy[e][world.obstacle_mask[e]]:
             shape = pb.createCollisionShape(pb.GEOM_CYLINDER, radius=world.obstacle_radius_m,
                                             height=hi[2], physicsClientId=c.cid)
-            c.static[c.body(shape, [xy[0], xy[1], hi[2] / 2])] = "obstacle"
+            c.static[c.static_body(shape, [xy[0], xy[1], hi[2] / 2])] = "obstacle"
         drone_shape = pb.createCollisionShape(pb.GEOM_CYLINDER, radius=model.collision_radius_m,
                                               height=model.collision_height_m,
                                               physicsClientId=c.cid)

@@ -47,7 +47,7 @@ from swarm_rl.runtime.neighbours import NeighbourTable
 from swarm_rl.runtime.policy import OnnxPolicy
 from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController
 from swarm_rl.runtime.shield import CBFShield, ShieldConfig
-from swarm_rl.machine import cpu_model, package_version
+from swarm_rl.bench_report import aligned_table, cpu_model, package_version
 
 log = logging.getLogger(__name__)
 
@@ -327,10 +327,7 @@ def format_table(report: dict[str, Any]) -> str:
              f"{r['tick_p50_ms']:.2f} / {r['tick_p99_ms']:.2f}",
              "yes" if r["tick_p99_within_50hz"] else "no")
             for r in report["results"]]
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
-             for row in [head, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = aligned_table(head, body)
     t = report["targets"]
     rows = report["results"]
     step_ok = all(r["step_p99_within_target"] for r in rows)

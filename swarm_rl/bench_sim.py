@@ -22,7 +22,7 @@ from tqdm import tqdm
 from sim.config import make_config
 from sim.errors import ConfigError
 from sim.swarm_env import SwarmVecEnv
-from swarm_rl.machine import cpu_model, package_version
+from swarm_rl.bench_report import aligned_table, cpu_model, package_version
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +162,7 @@ def format_table(report: dict) -> str:
              f"{r['batched_agent_steps_per_s']:,.0f}", f"{r['pybullet_agent_steps_per_s']:,.0f}",
              f"{r['ratio_batched_over_pybullet']:.1f}x", f"{r['pybullet_real_time_factor']:.2f}")
             for r in report["results"]]
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
-             for row in [head, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = aligned_table(head, body)
     m = report["machine"]
     lines += ["", f"{report['what']}; {report['scenario']}, {report['action_mode']} mode, "
               f"{report['control_hz']} Hz control; about {report['seconds_per_measurement']} s "

@@ -94,14 +94,15 @@ def _positive(value: float) -> float:
     return value
 
 
-def _drone_counts(value: str) -> tuple[int, ...]:
+def _counts(value: str, flag: str, example: str) -> tuple[int, ...]:
+    """A comma-separated list of swarm sizes (integers >= 1) given to ``flag``."""
     try:
         counts = tuple(int(v) for v in value.split(","))
     except ValueError:
         counts = ()
     if not counts or min(counts) < 1:
-        raise typer.BadParameter(f"expected comma-separated drone counts, integers >= 1 "
-                                 f"(e.g. 1,8,32,128), got '{value}'", param_hint="'--drones'")
+        raise typer.BadParameter(f"expected comma-separated counts, integers >= 1 "
+                                 f"(e.g. {example}), got '{value}'", param_hint=f"'{flag}'")
     return counts
 
 
@@ -161,21 +162,10 @@ def bench_sim(
     """Agent-steps per second of the full env step, batched engine vs PyBullet."""
     from swarm_rl.bench_sim import format_table, run_bench
 
-    report = run_bench(_drone_counts(drones), seconds)
+    report = run_bench(_counts(drones, "--drones", "1,8,32,128"), seconds)
     typer.echo(format_table(report))
     if as_json:
         emit_json(report)
-
-
-def _robot_counts(value: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        counts = ()
-    if not counts or min(counts) < 1:
-        raise typer.BadParameter(f"expected comma-separated robot counts, integers >= 1 "
-                                 f"(e.g. 1,8,16,32), got '{value}'", param_hint="'--robots'")
-    return counts
 
 
 @bench_app.command("runtime")
@@ -194,7 +184,8 @@ def bench_runtime(
     policies/formation_velocity_8.onnx, and the largest swarm one core steps at 50 Hz."""
     from swarm_rl.bench_runtime import format_table, run_bench
 
-    report = run_bench(_robot_counts(robots), steps, shared_table=not per_robot_tables)
+    report = run_bench(_counts(robots, "--robots", "1,8,16,32"), steps,
+                       shared_table=not per_robot_tables)
     typer.echo(format_table(report))
     if as_json:
         emit_json(report)

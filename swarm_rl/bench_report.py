@@ -1,4 +1,4 @@
-"""What machine a benchmark ran on, for the JSON it prints."""
+"""Shared pieces of the benchmark reports: the machine they ran on and aligned text tables."""
 from __future__ import annotations
 
 from importlib import metadata
@@ -21,3 +21,12 @@ def package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def aligned_table(head: tuple[str, ...], body: list[tuple[str, ...]]) -> list[str]:
+    """Lines of a right-aligned text table: the header, a rule, then one line per row."""
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
+             for row in [head, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
