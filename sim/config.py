@@ -252,6 +252,34 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> En
         raise ConfigError(f"{path}: {exc}") from exc
 
 
+SCENARIO_DIR = Path(__file__).resolve().parents[1] / "config" / "scenarios"
+"""Named scenario files (``config/scenarios/NAME.yaml``)."""
+
+
+def scenario_file(scenario: str) -> Path | None:
+    """The YAML file ``scenario`` names (a path, or a file in :data:`SCENARIO_DIR`), else
+    None (a bare scenario name)."""
+    path = Path(scenario)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    named = SCENARIO_DIR / f"{scenario}.yaml"
+    return named if named.exists() else None
+
+
+def resolve_scenario(scenario: str, **overrides: Any) -> EnvConfig:
+    """A scenario given as a file (:func:`scenario_file`) or a bare scenario name (the
+    defaults); ``overrides`` replace top-level keys. ``ConfigError`` names the allowed values
+    for an unknown one."""
+    path = scenario_file(scenario)
+    if path is not None:
+        return load_config(path, overrides)
+    if scenario not in SCENARIOS:
+        names = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+        raise ConfigError(f"scenario: unknown scenario '{scenario}'; allowed: "
+                          f"{', '.join(SCENARIOS + tuple(names))} or a YAML path")
+    return make_config(scenario=scenario, **overrides)
+
+
 def make_config(**overrides: Any) -> EnvConfig:
     """An :class:`EnvConfig` from keyword overrides of the defaults, validated."""
     return config_from_dict(overrides)

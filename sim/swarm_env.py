@@ -216,15 +216,21 @@ class SwarmVecEnv:
         mask = np.broadcast_to(1.0 - np.eye(self.num_drones, dtype=np.float32), feats.shape[:3])
         return feats, mask
 
-    def _motor_commands(self, action: np.ndarray) -> np.ndarray:
+    def _motor_commands(self, action: np.ndarray, motors_off: np.ndarray | None) -> np.ndarray:
         if self.cfg.action_mode == "motors":
-            return action * self.params.max_thrust_n[..., None]
-        s = self.physics.state()
-        return self.controller(s.vel, s.rot, s.omega, action[..., :3] * self.cfg.max_speed_mps,
-                               action[..., 3] * self.cfg.max_yaw_rate_rad_s)
+            thrust = action * self.params.max_thrust_n[..., None]
+        else:
+            s = self.physics.state()
+            thrust = self.controller(s.vel, s.rot, s.omega,
+                                     action[..., :3] * self.cfg.max_speed_mps,
+                                     action[..., 3] * self.cfg.max_yaw_rate_rad_s)
+        if motors_off is not None:
+            thrust = np.where(motors_off[..., None], 0.0, thrust)
+        return thrust
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        """Apply normalised actions (E, N, 4) for one control period."""
+    def step(self, actions: np.ndarray, motors_off: np.ndarray | None = None) -> StepResult:
+        """Apply normalised actions (E, N, 4) for one control period. ``motors_off`` (E, N)
+        bool: drones whose motors are cut (an emergency stop), whatever their action."""
         if self.scenario is None:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions, dtype=float)
@@ -235,7 +241,7 @@ class SwarmVecEnv:
             raise ValueError("actions: contain NaN or inf")
         actions = np.clip(actions, self.action_low, self.action_high)
         for _ in range(self.cfg.substeps):
-            self.physics.step(self._motor_commands(actions))
+            self.physics.step(self._motor_commands(actions, motors_off))
         self.step_count += 1
 
         s = self.physics.state()

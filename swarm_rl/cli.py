@@ -258,23 +258,20 @@ def train(
 def _eval_config(scenario: str, meta: dict[str, str], drones: int | None):
     """The environment to evaluate a policy in: a scenario file (``config/scenarios/NAME.yaml``
     or a path), or a bare scenario name configured from the policy's own metadata."""
-    from sim.config import SCENARIOS, load_config, make_config
+    from sim.config import resolve_scenario, scenario_file
 
-    path = Path(scenario)
-    named = REPO_ROOT / "config" / "scenarios" / f"{scenario}.yaml"
-    overrides = {"num_drones": drones} if drones else {}
-    if path.suffix in (".yaml", ".yml") or named.exists():
-        return load_config(path if path.suffix in (".yaml", ".yml") else named, overrides)
-    if scenario not in SCENARIOS:
-        files = sorted(p.stem for p in (REPO_ROOT / "config" / "scenarios").glob("*.yaml"))
-        raise ConfigError(f"--scenario: unknown scenario '{scenario}'; allowed: "
-                          f"{', '.join(SCENARIOS + tuple(files))} or a YAML path")
-    return make_config(scenario=scenario, action_mode=meta["action_mode"],
-                       neighbours_k=int(meta["obs_neighbours_k"]),
-                       neighbour_range_m=float(meta["neighbour_range_m"]),
-                       max_speed_mps=float(meta["max_speed_mps"]),
-                       max_yaw_rate_rad_s=float(meta["max_yaw_rate_rad_s"]),
-                       num_drones=drones or int(meta["num_drones"]))
+    if scenario_file(scenario) is not None:
+        return resolve_scenario(scenario, **({"num_drones": drones} if drones else {}))
+    try:
+        return resolve_scenario(
+            scenario, action_mode=meta["action_mode"],
+            neighbours_k=int(meta["obs_neighbours_k"]),
+            neighbour_range_m=float(meta["neighbour_range_m"]),
+            max_speed_mps=float(meta["max_speed_mps"]),
+            max_yaw_rate_rad_s=float(meta["max_yaw_rate_rad_s"]),
+            num_drones=drones or int(meta["num_drones"]))
+    except ConfigError as exc:
+        raise ConfigError(f"--{exc}") from None
 
 
 @app.command("eval")

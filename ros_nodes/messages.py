@@ -1,0 +1,264 @@
+"""ROS 2 standard messages as Cyclone DDS types, with ROS 2's wire names and field layout.
+
+Each class mirrors one ``.msg`` definition of ROS 2 (Humble/Jazzy): the same fields in the same
+order with the same IDL types, and the DDS type name ROS 2 gives it (``pkg::msg::dds_::Type_``).
+Serialised as plain CDR (XCDR1, what rmw_cyclonedds_cpp writes), a sample is byte-for-byte what
+a ROS 2 node sends, so ``ros2 topic echo`` on a ROS machine reads what these nodes publish and
+the other way round (checked by ``tests/test_wire_compat.py`` against a subscriber built only
+from the ``.msg`` texts).
+
+Only standard message packages: the repository is one ament_python package and cannot carry
+its own ``.msg`` files (DESIGN.md, "ROS 2 graph"). The rclpy transport converts these to and
+from the real ``rclpy`` message classes field by field (:mod:`ros_nodes.rclpy_transport`).
+
+Helpers at the bottom build and read the messages the nodes exchange; they say the frame and
+units. Quaternions are (x, y, z, w) as in ROS.
+"""
+
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from cyclonedds.idl import IdlStruct
+from cyclonedds.idl.types import array, byte, float64, int32, sequence, uint8, uint32
+
+WORLD_FRAME = "world"
+"""``header.frame_id`` of every world-frame (ENU) message."""
+
+
+@dataclass
+class Time(IdlStruct, typename="builtin_interfaces::msg::dds_::Time_"):
+    sec: int32 = 0
+    nanosec: uint32 = 0
+
+
+@dataclass
+class Header(IdlStruct, typename="std_msgs::msg::dds_::Header_"):
+    stamp: Time = field(default_factory=Time)
+    frame_id: str = ""
+
+
+@dataclass
+class String(IdlStruct, typename="std_msgs::msg::dds_::String_"):
+    data: str = ""
+
+
+@dataclass
+class Float64(IdlStruct, typename="std_msgs::msg::dds_::Float64_"):
+    data: float64 = 0.0
+
+
+@dataclass
+class Empty(IdlStruct, typename="std_msgs::msg::dds_::Empty_"):
+    """ROS 2's Empty: IDL forbids empty structs, so rosidl adds this one byte."""
+
+    structure_needs_at_least_one_member: uint8 = 0
+
+
+@dataclass
+class Point(IdlStruct, typename="geometry_msgs::msg::dds_::Point_"):
+    x: float64 = 0.0
+    y: float64 = 0.0
+    z: float64 = 0.0
+
+
+@dataclass
+class Vector3(IdlStruct, typename="geometry_msgs::msg::dds_::Vector3_"):
+    x: float64 = 0.0
+    y: float64 = 0.0
+    z: float64 = 0.0
+
+
+@dataclass
+class Quaternion(IdlStruct, typename="geometry_msgs::msg::dds_::Quaternion_"):
+    x: float64 = 0.0
+    y: float64 = 0.0
+    z: float64 = 0.0
+    w: float64 = 1.0
+
+
+@dataclass
+class Pose(IdlStruct, typename="geometry_msgs::msg::dds_::Pose_"):
+    position: Point = field(default_factory=Point)
+    orientation: Quaternion = field(default_factory=Quaternion)
+
+
+@dataclass
+class PoseStamped(IdlStruct, typename="geometry_msgs::msg::dds_::PoseStamped_"):
+    header: Header = field(default_factory=Header)
+    pose: Pose = field(default_factory=Pose)
+
+
+@dataclass
+class Twist(IdlStruct, typename="geometry_msgs::msg::dds_::Twist_"):
+    linear: Vector3 = field(default_factory=Vector3)
+    angular: Vector3 = field(default_factory=Vector3)
+
+
+@dataclass
+class TwistStamped(IdlStruct, typename="geometry_msgs::msg::dds_::TwistStamped_"):
+    header: Header = field(default_factory=Header)
+    twist: Twist = field(default_factory=Twist)
+
+
+def _zeros36() -> list[float]:
+    return [0.0] * 36
+
+
+@dataclass
+class PoseWithCovariance(IdlStruct, typename="geometry_msgs::msg::dds_::PoseWithCovariance_"):
+    pose: Pose = field(default_factory=Pose)
+    covariance: array[float64, 36] = field(default_factory=_zeros36)
+
+
+@dataclass
+class TwistWithCovariance(IdlStruct,
+                          typename="geometry_msgs::msg::dds_::TwistWithCovariance_"):
+    twist: Twist = field(default_factory=Twist)
+    covariance: array[float64, 36] = field(default_factory=_zeros36)
+
+
+@dataclass
+class Odometry(IdlStruct, typename="nav_msgs::msg::dds_::Odometry_"):
+    """Pose in ``header.frame_id`` (world, ENU); twist in ``child_frame_id``. As published by
+    the bridges here, the twist's linear part is the world-frame velocity and its angular part
+    the body-frame (FLU) rates; docs/interfaces.md says so for ROS users."""
+
+    header: Header = field(default_factory=Header)
+    child_frame_id: str = ""
+    pose: PoseWithCovariance = field(default_factory=PoseWithCovariance)
+    twist: TwistWithCovariance = field(default_factory=TwistWithCovariance)
+
+
+@dataclass
+class Path(IdlStruct, typename="nav_msgs::msg::dds_::Path_"):
+    header: Header = field(default_factory=Header)
+    poses: sequence[PoseStamped] = field(default_factory=list)
+
+
+@dataclass
+class KeyValue(IdlStruct, typename="diagnostic_msgs::msg::dds_::KeyValue_"):
+    key: str = ""
+    value: str = ""
+
+
+@dataclass
+class DiagnosticStatus(IdlStruct, typename="diagnostic_msgs::msg::dds_::DiagnosticStatus_"):
+    level: byte = 0
+    """``byte`` in the .msg (IDL octet); an int here, ``bytes`` of length 1 in rclpy."""
+    name: str = ""
+    message: str = ""
+    hardware_id: str = ""
+    values: sequence[KeyValue] = field(default_factory=list)
+
+
+DIAG_OK, DIAG_WARN, DIAG_ERROR, DIAG_STALE = 0, 1, 2, 3
+"""``DiagnosticStatus.level`` constants (ROS's are bytes 0-3)."""
+
+
+@dataclass
+class DiagnosticArray(IdlStruct, typename="diagnostic_msgs::msg::dds_::DiagnosticArray_"):
+    header: Header = field(default_factory=Header)
+    status: sequence[DiagnosticStatus] = field(default_factory=list)
+
+
+@dataclass
+class Clock(IdlStruct, typename="rosgraph_msgs::msg::dds_::Clock_"):
+    clock: Time = field(default_factory=Time)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def to_time(t_s: float) -> Time:
+    """Seconds (finite, >= 0) -> ``builtin_interfaces/Time``."""
+    sec = math.floor(t_s)
+    nanosec = int(round((t_s - sec) * 1e9))
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return Time(int(sec), nanosec)
+
+
+def from_time(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def header(t_s: float, frame_id: str = WORLD_FRAME) -> Header:
+    return Header(to_time(t_s), frame_id)
+
+
+def quat_xyzw_from_matrix(rot: np.ndarray) -> np.ndarray:
+    """Rotation matrix (3, 3) body -> world to a unit quaternion (x, y, z, w), w >= 0."""
+    m = np.asarray(rot, dtype=float)
+    tr = m[0, 0] + m[1, 1] + m[2, 2]
+    if tr > 0:
+        s = 2.0 * math.sqrt(tr + 1.0)
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = [(m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+    else:
+        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
+    q = np.array(q)
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
+def matrix_from_quat_xyzw(q: np.ndarray) -> np.ndarray:
+    """Quaternion (x, y, z, w) -> rotation matrix body -> world. Not normalised first: a
+    quaternion that is not unit gives a matrix that is not a rotation, which the robot's own
+    state check rejects (``own_rotation_invalid``)."""
+    x, y, z, w = (float(v) for v in q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def odometry(name: str, t_s: float, pos_m: np.ndarray, vel_mps: np.ndarray,
+             quat_xyzw: np.ndarray, omega_rad_s: np.ndarray) -> Odometry:
+    """Robot ``name``'s state at ``t_s``: position (world ENU, m), velocity (world, m/s),
+    orientation body -> world, body rates (FLU, rad/s)."""
+    p, v, q, w = (np.asarray(a, dtype=float) for a in (pos_m, vel_mps, quat_xyzw, omega_rad_s))
+    return Odometry(
+        header(t_s), name,
+        PoseWithCovariance(Pose(Point(*p.tolist()), Quaternion(*q.tolist()))),
+        TwistWithCovariance(Twist(Vector3(*v.tolist()), Vector3(*w.tolist()))))
+
+
+def pose_stamped(t_s: float, pos_m: np.ndarray,
+                 quat_xyzw: np.ndarray = (0.0, 0.0, 0.0, 1.0)) -> PoseStamped:
+    p, q = np.asarray(pos_m, dtype=float), np.asarray(quat_xyzw, dtype=float)
+    return PoseStamped(header(t_s), Pose(Point(*p.tolist()), Quaternion(*q.tolist())))
+
+
+def twist_stamped(t_s: float, vel_mps: np.ndarray, yaw_rate_rad_s: float) -> TwistStamped:
+    v = np.asarray(vel_mps, dtype=float)
+    return TwistStamped(header(t_s), Twist(Vector3(*v.tolist()),
+                                           Vector3(0.0, 0.0, float(yaw_rate_rad_s))))
+
+
+def vec(v: Vector3 | Point) -> np.ndarray:
+    return np.array([v.x, v.y, v.z], dtype=float)
+
+
+def quat(q: Quaternion) -> np.ndarray:
+    return np.array([q.x, q.y, q.z, q.w], dtype=float)
+
+
+def diagnostics(t_s: float, name: str, level: int, message: str,
+                values: dict[str, object], hardware_id: str = "") -> DiagnosticArray:
+    """One ``DiagnosticStatus`` named ``name`` with ``values`` rendered as strings."""
+    kv = [KeyValue(str(k), _fmt(v)) for k, v in values.items()]
+    return DiagnosticArray(header(t_s, ""), [DiagnosticStatus(level, name, message,
+                                                              hardware_id, kv)])
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)

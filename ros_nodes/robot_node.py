@@ -1,0 +1,291 @@
+"""``robot_node``: the decentralised controller of one or several robots.
+
+Each hosted robot ``cfN`` decides for itself, every time its own odometry arrives (the bridge
+publishes it at the control rate):
+
+    /cfN/odom (own) ──► RobotController.step ──► /cfN/cmd_velocity_world
+    /cfM/odom (all) ──► NeighbourTable ─┘  (policy + CBF shield, swarm_rl.runtime)
+    /cfN/goal ────────► goal                    /cfN/intention, /cfN/status
+
+Robots hosted in one process share one subscription per odometry topic and one neighbour table
+(DESIGN.md "Transport": O(N) received messages per tick per process, not O(N^2)); a process can
+host one robot (one process per robot) or the whole swarm. The command's ``header.stamp`` is the
+stamp of the own state it was computed from, so the bridge can measure state-to-command latency.
+
+Safety (DESIGN.md "Safety, faults and bad input"): every odometry message is validated (the
+neighbour table and the controller reject and count NaN, implausible or out-of-order states);
+a robot whose own state is missing, bad or stale commands hover, then landing, from its
+watchdog timer; every command is finite and passed through the shield. The shield's gamma can
+be changed per robot at run time on ``/cfN/shield_gamma`` (std_msgs/Float64; NaN or <= 0
+returns to the neighbourhood-density rule).
+"""
+import logging
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ros_nodes import messages as m
+from ros_nodes.node_main import run_node
+from ros_nodes.params import ParamError, spec
+from ros_nodes.transport import QosKind, Transport, check_robot_name, robot_topic
+from swarm_rl.runtime.neighbours import NeighbourTable
+from swarm_rl.runtime.policy import OnnxPolicy
+from swarm_rl.runtime.robot import Command, CommandMode, OwnState, RobotController
+from swarm_rl.runtime.shield import CBFShield, ShieldConfig
+
+log = logging.getLogger(__name__)
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class RobotParams:
+    """Parameters of ``robot_node`` (ROS-style, see :mod:`ros_nodes.params`)."""
+
+    robots: list[str] = spec(["cf1"], "Robots this process hosts; they share one subscription "
+                             "per topic and one neighbour table.")
+    swarm: list[str] = spec([], "Every robot in the swarm (whose odometry to follow); empty: "
+                            "only the hosted robots.")
+    policy: str = spec("", "ONNX policy file (velocity mode, exported by swarm-rl).")
+    shield: bool = spec(True, "Filter every command through the CBF safety shield.")
+    safety_distance_m: float = spec(0.3, "Shield: smallest allowed centre distance between "
+                                    "two robots (m).", min=0.05, max=5.0)
+    shield_gamma: float = spec(0.0, "Shield class-K gain (s/m^2); 0: the neighbourhood-density "
+                               "rule.", min=0.0, max=100.0)
+    v_max_mps: float = spec(0.0, "Speed limit per axis of the output (m/s); 0: the policy's "
+                            "max_speed_mps x sqrt(3).", min=0.0, max=10.0)
+    geofence_lower_m: list[float] = spec([-4.5, -4.5, -INF], "Geofence lower corner x, y, z (m, "
+                                         "world ENU); .inf / -.inf disable a side.")
+    geofence_upper_m: list[float] = spec([4.5, 4.5, INF], "Geofence upper corner (m).")
+    floor_m: float = spec(0.2, "Lowest allowed height (m).", min=-10.0, max=100.0)
+    ceiling_m: float = spec(3.5, "Highest allowed height (m).", min=-10.0, max=100.0)
+    own_stale_s: float = spec(0.1, "Own state older than this: hover (s).", min=0.001, max=10.0)
+    land_after_s: float = spec(2.0, "Own state bad for this long: land (s).", min=0.0, max=60.0)
+    neighbour_stale_s: float = spec(0.1, "Neighbour older than this: inflated radius (s).",
+                                    min=0.0, max=10.0)
+    neighbour_drop_s: float = spec(1.0, "Neighbour older than this: ignored (s).", min=0.0,
+                                   max=60.0)
+    neighbour_inflate_mps: float = spec(1.0, "Radius inflation per second of a stale "
+                                        "neighbour's age (m/s).", min=0.0, max=10.0)
+    control_rate_hz: float = spec(50.0, "Expected odometry rate; the watchdog runs at it (Hz).",
+                                  min=1.0, max=1000.0)
+    status_rate_hz: float = spec(2.0, "Rate of /cfN/status (Hz).", min=0.1, max=100.0)
+    intention_rate_hz: float = spec(5.0, "Rate of /cfN/intention (Hz).", min=0.1, max=100.0)
+
+
+@dataclass
+class HostedRobot:
+    """What a host knows of one of its robots."""
+
+    name: str
+    controller: RobotController
+    cmd_pub: object
+    status_pub: object
+    intention_pub: object
+    goal_m: np.ndarray | None = None
+    own: OwnState | None = None
+    last_tick_wall_s: float = -INF
+    last_command: Command | None = None
+    ticks: int = 0
+    modes: Counter = field(default_factory=Counter)
+    interventions: int = 0
+    fallbacks: int = 0
+    latencies_us: list[float] = field(default_factory=list)
+
+
+class RobotHost:
+    """The hosted robots of one process on one transport."""
+
+    def __init__(self, transport: Transport, params: RobotParams) -> None:
+        if not params.robots:
+            raise ParamError("robot_node: parameter robots: list at least one robot")
+        names = [check_robot_name(n) for n in params.robots]
+        swarm = [check_robot_name(n) for n in (params.swarm or names)]
+        missing = sorted(set(names) - set(swarm))
+        if missing:
+            raise ParamError(f"robot_node: parameter swarm: lacks hosted robot(s) "
+                             f"{', '.join(missing)}")
+        if not params.policy:
+            raise ParamError("robot_node: parameter policy: give the ONNX policy file")
+        if params.neighbour_drop_s < params.neighbour_stale_s:
+            raise ParamError("robot_node: parameter neighbour_drop_s: must be >= "
+                             f"neighbour_stale_s ({params.neighbour_stale_s})")
+        self.transport = transport
+        self.params = params
+        self.policy = OnnxPolicy(params.policy)
+        self.table = NeighbourTable(self.policy.neighbours_k, self.policy.neighbour_range_m,
+                                    params.neighbour_stale_s, params.neighbour_drop_s,
+                                    params.neighbour_inflate_mps)
+        self.shield_config = self._shield_config()
+        self.robots: dict[str, HostedRobot] = {}
+        for name in names:
+            shield = CBFShield(self.shield_config) if params.shield else None
+            if shield is not None and params.shield_gamma > 0:
+                shield.gamma = params.shield_gamma
+            controller = RobotController(self.policy, self.table, name, shield=shield,
+                                         own_stale_s=params.own_stale_s,
+                                         land_after_s=params.land_after_s)
+            self.robots[name] = HostedRobot(
+                name, controller,
+                transport.create_publisher(m.TwistStamped,
+                                           robot_topic(name, "cmd_velocity_world"),
+                                           QosKind.COMMAND),
+                transport.create_publisher(m.DiagnosticArray, robot_topic(name, "status"),
+                                           QosKind.EVENTS),
+                transport.create_publisher(m.Path, robot_topic(name, "intention"),
+                                           QosKind.COMMAND))
+            transport.create_subscription(m.PoseStamped, robot_topic(name, "goal"),
+                                          self._goal_callback(name), QosKind.LATCHED)
+            transport.create_subscription(m.Float64, robot_topic(name, "shield_gamma"),
+                                          self._gamma_callback(name), QosKind.COMMAND)
+        for name in swarm:
+            transport.create_subscription(m.Odometry, robot_topic(name, "odom"),
+                                          self._odom_callback(name), QosKind.SENSOR)
+        self.bad_messages: Counter[str] = Counter()
+        """Messages dropped before reaching the runtime, by reason."""
+        transport.create_timer(1.0 / params.control_rate_hz, self._watchdog)
+        transport.create_timer(1.0 / params.status_rate_hz, self._publish_status)
+        transport.create_timer(1.0 / params.intention_rate_hz, self._publish_intentions)
+
+    def _shield_config(self) -> ShieldConfig:
+        p = self.params
+        v_max = p.v_max_mps or self.policy.max_speed_mps * math.sqrt(3)
+        try:
+            return ShieldConfig(safety_distance_m=p.safety_distance_m, v_max_mps=v_max,
+                                floor_m=p.floor_m, ceiling_m=p.ceiling_m,
+                                geofence_lower_m=tuple(p.geofence_lower_m),
+                                geofence_upper_m=tuple(p.geofence_upper_m),
+                                dt_s=1.0 / p.control_rate_hz)
+        except ValueError as exc:
+            raise ParamError(f"robot_node: shield parameters: {exc}") from None
+
+    # --- callbacks ---------------------------------------------------------------------------
+
+    def _odom_callback(self, name: str):
+        def on_odom(msg: m.Odometry) -> None:
+            self.on_odometry(name, msg)
+        return on_odom
+
+    def on_odometry(self, name: str, msg: m.Odometry) -> None:
+        """A state of robot ``name``: into the neighbour table; for a hosted robot, a tick."""
+        if msg.child_frame_id not in ("", name):
+            self.bad_messages["odom_wrong_robot"] += 1
+            return
+        stamp_s = m.from_time(msg.header.stamp)
+        pos = m.vec(msg.pose.pose.position)
+        vel = m.vec(msg.twist.twist.linear)
+        now_s = self.transport.now_s()
+        self.table.update(name, stamp_s, pos, vel, now_s=now_s)
+        robot = self.robots.get(name)
+        if robot is None:
+            return
+        robot.own = OwnState(pos, vel, m.matrix_from_quat_xyzw(m.quat(msg.pose.pose.orientation)),
+                             m.vec(msg.twist.twist.angular), stamp_s)
+        self._tick(robot, now_s, stamp_s)
+
+    def _goal_callback(self, name: str):
+        def on_goal(msg: m.PoseStamped) -> None:
+            goal = m.vec(msg.pose.position)
+            if not (np.isfinite(goal).all() and np.abs(goal).max() < 1e3):
+                self.bad_messages["goal_invalid"] += 1
+                log.warning("%s: ignored invalid goal %s", name, goal)
+                return
+            self.robots[name].goal_m = goal
+        return on_goal
+
+    def _gamma_callback(self, name: str):
+        def on_gamma(msg: m.Float64) -> None:
+            shield = self.robots[name].controller.shield
+            if shield is None:
+                return
+            value = float(msg.data)
+            shield.gamma = value if math.isfinite(value) and value > 0 else None
+        return on_gamma
+
+    # --- the tick ----------------------------------------------------------------------------
+
+    def _tick(self, robot: HostedRobot, now_s: float, stamp_s: float) -> None:
+        own = robot.own
+        if robot.goal_m is None and own is not None:
+            pos = np.asarray(own.pos_m, dtype=float)
+            if pos.shape == (3,) and np.isfinite(pos).all() and np.abs(pos).max() < 1e3:
+                robot.goal_m = pos.copy()  # no mission yet: hold where the robot is
+        goal = robot.goal_m if robot.goal_m is not None else np.zeros(3)
+        cmd = robot.controller.step(now_s, robot.own, goal)
+        robot.last_command = cmd
+        robot.last_tick_wall_s = time.monotonic()
+        robot.ticks += 1
+        robot.modes[cmd.mode.value] += 1
+        d = cmd.diagnostics
+        robot.interventions += d.shield_intervened
+        robot.fallbacks += d.shield_fallback
+        if d.policy_latency_us is not None:
+            robot.latencies_us.append(d.policy_latency_us)
+            del robot.latencies_us[:-1000]
+        stamp = stamp_s if math.isfinite(stamp_s) else now_s
+        robot.cmd_pub.publish(m.twist_stamped(stamp, cmd.velocity_mps, cmd.yaw_rate_rad_s))
+
+    def _watchdog(self) -> None:
+        """Robots whose own odometry stopped still get a command: hover, then land."""
+        late_s = 1.5 / self.params.control_rate_hz
+        wall = time.monotonic()
+        for robot in self.robots.values():
+            if wall - robot.last_tick_wall_s > late_s:
+                self._tick(robot, self.transport.now_s(), self.transport.now_s())
+
+    # --- outputs at low rate -----------------------------------------------------------------
+
+    def _publish_status(self) -> None:
+        now = self.transport.now_s()
+        for robot in self.robots.values():
+            robot.status_pub.publish(self.status(robot, now))
+
+    def status(self, robot: HostedRobot, now_s: float) -> m.DiagnosticArray:
+        cmd = robot.last_command
+        mode = cmd.mode if cmd is not None else CommandMode.HOVER
+        level = {CommandMode.POLICY: m.DIAG_OK, CommandMode.HOVER: m.DIAG_WARN,
+                 CommandMode.LAND: m.DIAG_ERROR}[mode]
+        reasons = ",".join(cmd.diagnostics.reasons) if cmd is not None else "no_state_yet"
+        lat = np.array(robot.latencies_us) if robot.latencies_us else np.zeros(1)
+        values: dict[str, object] = {
+            "mode": mode.value, "reasons": reasons, "ticks": robot.ticks,
+            "ticks_policy": robot.modes["policy"], "ticks_hover": robot.modes["hover"],
+            "ticks_land": robot.modes["land"], "shield_interventions": robot.interventions,
+            "shield_fallbacks": robot.fallbacks,
+            "neighbours": cmd.diagnostics.neighbours if cmd is not None else 0,
+            "policy_latency_p50_us": float(np.percentile(lat, 50)),
+            "policy_latency_p99_us": float(np.percentile(lat, 99)),
+        }
+        shield = robot.controller.shield
+        if shield is not None:
+            values["shield_gamma"] = "density_rule" if shield.gamma is None else shield.gamma
+        if cmd is not None:
+            values.update({f"rejected_{k}": v for k, v in cmd.diagnostics.rejected.items()})
+        values.update({f"dropped_{k}": v for k, v in self.bad_messages.items()})
+        return m.diagnostics(now_s, f"{robot.name}/robot_node", level,
+                             f"{mode.value}" + (f": {reasons}" if reasons else ""), values,
+                             robot.name)
+
+    def _publish_intentions(self) -> None:
+        """The planned path: from the own position straight to the goal (the last pose)."""
+        now = self.transport.now_s()
+        for robot in self.robots.values():
+            if robot.own is None or robot.goal_m is None:
+                continue
+            pos = np.asarray(robot.own.pos_m, float)
+            if not np.isfinite(pos).all():
+                continue
+            robot.intention_pub.publish(m.Path(m.header(now), [
+                m.pose_stamped(now, pos), m.pose_stamped(now, robot.goal_m)]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_node("robot_node", RobotParams, RobotHost,
+                    sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""``sim_bridge``: a simulated swarm behind the same topics as the radio bridge.
+
+One PyBullet world (or the batched engine) with N drones ``cf1`` ... ``cfN`` placed by a
+scenario (:mod:`sim.scenarios`). Every control tick it publishes each drone's ``/cfN/odom`` and
+``/cfN/pose`` (and ``/clock``), then applies the newest ``/cfN/cmd_velocity_world`` of each drone
+through the simulated onboard velocity controller (:mod:`sim.controller`) for one control
+period. The scenario's goals are published on ``/cfN/goal`` (latched), so the scenario is the
+mission.
+
+Pacing: ``real_time_factor`` 1 runs in real time (stamps are wall time); larger runs faster;
+0 is lockstep: each tick waits until every live robot has answered the published state (or
+``lockstep_timeout_s``), stamps are simulation time, and robots must follow ``/clock``
+(``use_sim_time``). Lockstep makes multi-process runs reproducible on a loaded machine.
+
+Watchdog, per drone, on the bridge's clock: no command for ``cmd_timeout_s`` -> hover (zero
+velocity); for ``land_timeout_s`` -> land (descend at ``landing_speed_mps``). ``/cfN/land`` and
+``/all/land`` land a drone, ``/cfN/takeoff`` / ``/all/takeoff`` give it back to its commands,
+``/cfN/emergency`` / ``/all/emergency`` cut its motors for good (std_msgs/Empty each).
+
+On shutdown it writes, if ``report_dir`` is set, ``bridge_report.json`` (the episode metrics of
+:mod:`sim.metrics` on the ground truth: success, collisions, minimum separation; latencies and
+watchdog counts) and ``trajectories.npz`` (positions and goals per tick).
+"""
+import logging
+import math
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Event
+
+import numpy as np
+
+from ros_nodes import messages as m
+from ros_nodes.node_main import run_node
+from ros_nodes.params import ParamError, spec
+from ros_nodes.transport import QosKind, Transport, robot_topic
+from sim.config import resolve_scenario
+from sim.swarm_env import SwarmVecEnv
+from swarm_rl import files
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "bridge_report.json"
+TRAJECTORY_FILE = "trajectories.npz"
+LOCKSTEP_ABSENT_AFTER = 3
+"""Lockstep: a robot that missed this many ticks in a row is not waited for until it answers."""
+
+
+@dataclass(frozen=True)
+class SimBridgeParams:
+    """Parameters of ``sim_bridge``."""
+
+    drones: int = spec(8, "Number of simulated drones, named cf1 ... cfN.", min=1, max=256)
+    scenario: str = spec("static_formation", "Scenario name (hover, static_formation, "
+                         "swap_goals, dynamic_goals, obstacles), a config/scenarios name, or "
+                         "a YAML path.")
+    seed: int = spec(0, "Scenario seed (spawns, goals).", min=0)
+    backend: str = spec("pybullet", "Physics engine.", choices=("pybullet", "batched"))
+    control_rate_hz: int = spec(50, "Odometry and command rate (Hz); must divide "
+                                "physics_rate_hz.", min=1, max=1000)
+    physics_rate_hz: int = spec(200, "Physics rate (Hz).", min=1, max=2000)
+    max_speed_mps: float = spec(1.5, "Largest commanded speed per axis (m/s); larger "
+                                "commands are clipped.", min=0.1, max=10.0)
+    real_time_factor: float = spec(1.0, "Simulated seconds per wall second; 0: lockstep "
+                                   "with the robots.", min=0.0, max=1000.0)
+    lockstep_timeout_s: float = spec(0.5, "Lockstep: longest wait for the robots' commands "
+                                     "per tick (wall s).", min=0.001, max=10.0)
+    duration_s: float = spec(0.0, "Stop after this much simulated time (s); 0: run until "
+                             "stopped.", min=0.0, max=86400.0)
+    cmd_timeout_s: float = spec(0.2, "No command for this long: hover (s).", min=0.0, max=60.0)
+    land_timeout_s: float = spec(1.0, "No command for this long: land (s).", min=0.0, max=600.0)
+    landing_speed_mps: float = spec(0.3, "Descent speed when landing (m/s).", min=0.05,
+                                    max=2.0)
+    report_dir: str = spec("", "Write bridge_report.json and trajectories.npz here on exit.")
+
+
+class SimBridge:
+    def __init__(self, transport: Transport, params: SimBridgeParams) -> None:
+        if params.physics_rate_hz % params.control_rate_hz:
+            raise ParamError(f"sim_bridge: parameter control_rate_hz: must divide "
+                             f"physics_rate_hz ({params.physics_rate_hz}), got "
+                             f"{params.control_rate_hz}")
+        if params.land_timeout_s < params.cmd_timeout_s:
+            raise ParamError("sim_bridge: parameter land_timeout_s: must be >= cmd_timeout_s")
+        self.transport = transport
+        self.params = params
+        dt_s = 1.0 / params.control_rate_hz
+        self.dt_s = dt_s
+        episode_s = (params.duration_s or 86400.0) + 10 * dt_s  # never reset mid-run
+        self.cfg = resolve_scenario(params.scenario, num_drones=params.drones,
+                                    action_mode="velocity", control_hz=params.control_rate_hz,
+                                    physics_hz=params.physics_rate_hz, episode_s=episode_s,
+                                    max_speed_mps=params.max_speed_mps)
+        self.names = [f"cf{i + 1}" for i in range(params.drones)]
+        self.env = SwarmVecEnv(self.cfg, num_envs=1, backend=params.backend, seed=params.seed)
+        self.env.reset(seed=params.seed)
+        n = params.drones
+        self.lockstep = params.real_time_factor == 0.0
+        self.t_s = 0.0
+        self.steps = 0
+        self.cmd_vel = np.zeros((n, 3))
+        self.cmd_yaw_rate = np.zeros(n)
+        self.last_cmd_t_s = np.full(n, -math.inf)
+        """Bridge-clock time each drone's newest command arrived (-inf: never)."""
+        self.answered = np.zeros(n, bool)
+        self.missed = np.zeros(n, int)
+        self.landing = np.zeros(n, bool)
+        self.motors_off = np.zeros(n, bool)
+        self.watchdog_events = {"hover": np.zeros(n, int), "land": np.zeros(n, int)}
+        self._watch_state = np.zeros(n, int)  # 0 commanded, 1 hover, 2 land
+        self.bad_commands = np.zeros(n, int)
+        self.commands = np.zeros(n, int)
+        self._published_wall: deque[tuple[float, float]] = deque(maxlen=200)
+        self.latencies_ms: list[float] = []
+        self.positions: list[np.ndarray] = []
+        self.goals: list[np.ndarray] = []
+        self._odom = [transport.create_publisher(m.Odometry, robot_topic(name, "odom"),
+                                                 QosKind.SENSOR) for name in self.names]
+        self._pose = [transport.create_publisher(m.PoseStamped, robot_topic(name, "pose"),
+                                                 QosKind.SENSOR) for name in self.names]
+        self._goal = [transport.create_publisher(m.PoseStamped, robot_topic(name, "goal"),
+                                                 QosKind.LATCHED) for name in self.names]
+        self._clock = transport.create_publisher(m.Clock, "/clock", QosKind.SENSOR)
+        for i, name in enumerate(self.names):
+            transport.create_subscription(m.TwistStamped,
+                                          robot_topic(name, "cmd_velocity_world"),
+                                          self._command_callback(i), QosKind.COMMAND)
+            for leaf, action in (("land", self._land), ("takeoff", self._takeoff),
+                                 ("emergency", self._emergency)):
+                transport.create_subscription(m.Empty, robot_topic(name, leaf),
+                                              lambda _msg, i=i, a=action: a([i]),
+                                              QosKind.EVENTS)
+        every = list(range(n))
+        for leaf, action in (("land", self._land), ("takeoff", self._takeoff),
+                             ("emergency", self._emergency)):
+            transport.create_subscription(m.Empty, f"/all/{leaf}",
+                                          lambda _msg, a=action: a(every), QosKind.EVENTS)
+        self._last_goals: np.ndarray | None = None
+        self._wall_start = time.time()
+
+    # --- clock -------------------------------------------------------------------------------
+
+    def stamp_s(self) -> float:
+        """Stamp of the current state: sim time in lockstep, else wall time of this tick."""
+        return self.t_s if self.lockstep else self._wall_start + self.t_s / max(
+            self.params.real_time_factor, 1e-9)
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def _command_callback(self, i: int):
+        def on_command(msg: m.TwistStamped) -> None:
+            v = m.vec(msg.twist.linear)
+            yaw_rate = float(msg.twist.angular.z)
+            if not (np.isfinite(v).all() and math.isfinite(yaw_rate)):
+                self.bad_commands[i] += 1
+                return
+            self.cmd_vel[i] = np.clip(v, -self.params.max_speed_mps, self.params.max_speed_mps)
+            self.cmd_yaw_rate[i] = yaw_rate
+            self.last_cmd_t_s[i] = self.t_s
+            self.commands[i] += 1
+            stamp = m.from_time(msg.header.stamp)
+            if abs(stamp - self.stamp_s()) < 1e-6:
+                self.answered[i] = True
+            for published, wall in self._published_wall:
+                if abs(published - stamp) < 1e-6:
+                    self.latencies_ms.append((time.perf_counter() - wall) * 1e3)
+                    break
+        return on_command
+
+    def _land(self, idx: list[int]) -> None:
+        self.landing[idx] = True
+
+    def _takeoff(self, idx: list[int]) -> None:
+        self.landing[idx] = False
+
+    def _emergency(self, idx: list[int]) -> None:
+        self.motors_off[idx] = True
+        log.warning("emergency stop: %s", ", ".join(self.names[i] for i in idx))
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def publish_state(self) -> None:
+        s = self.env.physics.state()
+        stamp = self.stamp_s()
+        self._clock.publish(m.Clock(m.to_time(self.t_s if self.lockstep else stamp)))
+        goals = self.env.goals()[0]
+        if self._last_goals is None or not np.allclose(goals, self._last_goals, atol=1e-3):
+            for i, pub in enumerate(self._goal):
+                pub.publish(m.pose_stamped(stamp, goals[i]))
+            self._last_goals = goals.copy()
+        self._published_wall.append((stamp, time.perf_counter()))
+        self.answered[:] = False
+        for i, name in enumerate(self.names):
+            q = m.quat_xyzw_from_matrix(s.rot[0, i])
+            self._odom[i].publish(m.odometry(name, stamp, s.pos[0, i], s.vel[0, i], q,
+                                             s.omega[0, i]))
+            self._pose[i].publish(m.pose_stamped(stamp, s.pos[0, i], q))
+        self.positions.append(s.pos[0].copy())
+        self.goals.append(goals.copy())
+
+    def actions(self) -> np.ndarray:
+        """(1, N, 4) normalised velocity actions after the watchdog and landing rules."""
+        p = self.params
+        age = self.t_s - self.last_cmd_t_s
+        state = np.where(age > p.land_timeout_s, 2, np.where(age > p.cmd_timeout_s, 1, 0))
+        for level, key in ((1, "hover"), (2, "land")):
+            self.watchdog_events[key] += (state == level) & (self._watch_state < level)
+        self._watch_state = state
+        vel = self.cmd_vel.copy()
+        yaw = self.cmd_yaw_rate.copy()
+        vel[state == 1], yaw[state == 1] = 0.0, 0.0
+        land = (state == 2) | self.landing
+        vel[land] = (0.0, 0.0, -p.landing_speed_mps)
+        yaw[land] = 0.0
+        out = np.zeros((1, len(self.names), 4))
+        out[0, :, :3] = vel / self.cfg.max_speed_mps
+        out[0, :, 3] = yaw / self.cfg.max_yaw_rate_rad_s
+        return np.clip(out, -1.0, 1.0)
+
+    def step(self) -> None:
+        self.env.step(self.actions(), motors_off=self.motors_off[None])
+        self.steps += 1
+        self.t_s = self.steps * self.dt_s
+
+    def finished(self) -> bool:
+        return bool(self.params.duration_s) and self.t_s >= self.params.duration_s - 1e-9
+
+    def run(self, stop: Event) -> None:
+        wall0 = time.perf_counter()
+        rtf = self.params.real_time_factor
+        while not (stop.is_set() or self.finished()):
+            self.publish_state()
+            if self.lockstep:
+                waiting = self.missed < LOCKSTEP_ABSENT_AFTER
+                self.transport.spin_until(
+                    lambda: stop.is_set() or bool(self.answered[waiting].all()),
+                    self.params.lockstep_timeout_s)
+                self.missed = np.where(self.answered, 0, self.missed + 1)
+            else:
+                deadline = wall0 + (self.steps + 1) * self.dt_s / rtf
+                self.transport.spin_until(lambda: stop.is_set(),
+                                          max(0.0, deadline - time.perf_counter()))
+            self.step()
+        self.wall_s = time.perf_counter() - wall0
+
+    # --- report ------------------------------------------------------------------------------
+
+    def report(self) -> dict:
+        summary = {k: float(v[0]) for k, v in self.env.metrics.summary().items()}
+        lat = np.array(self.latencies_ms) if self.latencies_ms else np.full(1, np.nan)
+        return {
+            "drones": len(self.names), "scenario": self.cfg.scenario,
+            "backend": self.params.backend, "seed": self.params.seed,
+            "sim_seconds": self.t_s, "wall_seconds": getattr(self, "wall_s", None),
+            "real_time_factor": self.t_s / self.wall_s if getattr(self, "wall_s", 0) else None,
+            **summary,
+            "latency_p50_ms": float(np.nanpercentile(lat, 50)),
+            "latency_p99_ms": float(np.nanpercentile(lat, 99)),
+            "latency_samples": int(np.isfinite(lat).sum()),
+            "commands": self.commands.tolist(), "bad_commands": self.bad_commands.tolist(),
+            "watchdog_hover": self.watchdog_events["hover"].tolist(),
+            "watchdog_land": self.watchdog_events["land"].tolist(),
+            "emergency": self.motors_off.tolist(), "names": self.names,
+            "final_positions_m": self.positions[-1].tolist() if self.positions else [],
+        }
+
+    def shutdown(self) -> None:
+        if self.params.report_dir:
+            out = Path(self.params.report_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            files.write_json(out / REPORT_FILE, self.report())
+            with files.atomic_open(out / TRAJECTORY_FILE, "wb") as f:
+                np.savez(f, positions_m=np.array(self.positions), goals_m=np.array(self.goals),
+                         dt_s=self.dt_s, names=np.array(self.names))
+        self.env.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_node("sim_bridge", SimBridgeParams, SimBridge,
+                    sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
