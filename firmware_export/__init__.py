@@ -1,0 +1,1 @@
+"""ONNX policy -> C99 for the Crazyflie firmware's app layer (imports onnx and numpy only)."""
