@@ -1,0 +1,181 @@
+"""The one MRTA observation function: what a robot sees of tasks, neighbours and intentions.
+
+Batched over E environments x N robots (numpy), used by the training env, by evaluation and,
+with E = 1, by a robot node on live data (:func:`sim.mrta.decide.observe_robot`). Layout
+version 1, one flat float32 vector per robot (ENU, distances scaled by the ranges):
+
+- ``own`` (4): x / (X/2), y / (Y/2), share of the episode left, has a target (0/1);
+- ``tasks`` (K_t x 10), the robot's current target first, then the visible tasks (within
+  ``view_range_m``) nearest first: dx / view, dy / view, distance / view, level one-hot (3),
+  is my target, intention weight (the sum over heard neighbours heading there of
+  ``discount ** eta``, eta = their arrival time in decision steps: the paper's path map read
+  at the task), heard neighbours heading there / 3, robots still missing
+  ``max(L - heard - mine, 0) / 3``;
+- ``task_mask`` (K_t): slot holds a task;
+- ``neighbours`` (K_n x 6), nearest within ``comm_range_m``: dx / comm, dy / comm, has an
+  intention with a target (0/1), its target's dx / comm, dy / comm, eta / horizon;
+- ``neighbour_mask`` (K_n);
+- ``action_mask`` (K_t + 1): the legal choices, task slots then "no task" (explore). Without
+  revision a robot that has a target may only keep it (slot 0).
+
+With intention sharing off every intention-derived entry is 0. Neighbour positions stay (they
+come with odometry, not with intentions).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.mrta.config import LEVELS, MRTAConfig
+
+LAYOUT_VERSION = 1
+OWN_DIM = 4
+TASK_FEATS = 10
+NEIGHBOUR_FEATS = 6
+
+
+@dataclass(frozen=True)
+class MRTALayout:
+    """Where each part of the flat observation lies, for ``task_slots`` and
+    ``neighbour_slots``."""
+
+    task_slots: int
+    neighbour_slots: int
+
+    @property
+    def slices(self) -> dict[str, slice]:
+        kt, kn = self.task_slots, self.neighbour_slots
+        sizes = (("own", OWN_DIM), ("tasks", kt * TASK_FEATS), ("task_mask", kt),
+                 ("neighbours", kn * NEIGHBOUR_FEATS), ("neighbour_mask", kn),
+                 ("action_mask", kt + 1))
+        out, start = {}, 0
+        for name, size in sizes:
+            out[name] = slice(start, start + size)
+            start += size
+        return out
+
+    @property
+    def dim(self) -> int:
+        return self.slices["action_mask"].stop
+
+    @property
+    def num_actions(self) -> int:
+        return self.task_slots + 1
+
+    @classmethod
+    def of(cls, cfg: MRTAConfig) -> "MRTALayout":
+        return cls(cfg.task_slots, cfg.neighbour_slots)
+
+
+@dataclass
+class MRTAObservation:
+    obs: np.ndarray
+    """(E, N, dim) float32."""
+    slot_task: np.ndarray
+    """(E, N, K_t) the task-table slot behind each observation slot, -1 where empty."""
+    action_mask: np.ndarray
+    """(E, N, K_t + 1) bool."""
+
+
+def _nearest(key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (..., k) of the k smallest finite keys along the last axis, and their validity;
+    padded with index 0 / invalid when fewer columns or finite keys exist."""
+    cols = key.shape[-1]
+    if cols < k:
+        pad = np.full(key.shape[:-1] + (k - cols,), np.inf)
+        key = np.concatenate([key, pad], axis=-1)
+    order = np.argsort(key, axis=-1, kind="stable")[..., :k]
+    valid = np.isfinite(np.take_along_axis(key, order, axis=-1))
+    return np.where(valid & (order < cols), order, 0), valid & (order < cols)
+
+
+def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
+            task_level: np.ndarray, task_active: np.ndarray, intent_slot: np.ndarray,
+            intent_eta: np.ndarray, intent_heard: np.ndarray, neighbour_heard: np.ndarray,
+            time_left: np.ndarray, cfg: MRTAConfig) -> MRTAObservation:
+    """Observations of every robot (layout in the module docstring).
+
+    ``robot_xy`` (E, N, 2) m; ``target`` (E, N) own target's task slot or -1; ``task_xy``
+    (E, M, 2) m, ``task_level`` (E, M) 1..3, ``task_active`` (E, M); ``intent_slot`` (E, N)
+    the task slot each robot last announced (-1: none); ``intent_eta`` (E, N) its arrival time
+    in decision steps; ``intent_heard`` (E, N, N) robot i holds a usable intention of robot k;
+    ``neighbour_heard`` (E, N, N) robot i knows where robot k is; ``time_left`` (E,) share of
+    the episode left. The diagonals of the two ``heard`` arrays are ignored."""
+    e, n = target.shape
+    m = task_level.shape[1]
+    kt, kn = cfg.task_slots, cfg.neighbour_slots
+    layout = MRTALayout(kt, kn)
+    hx, hy = cfg.half_extent_m
+    view, comm = cfg.view_range_m, cfg.comm_range_m
+    not_self = ~np.eye(n, dtype=bool)[None]
+    intent_heard = intent_heard & not_self & (intent_slot >= 0)[:, None, :]
+    if not cfg.intention_sharing:
+        intent_heard = np.zeros_like(intent_heard)
+    neighbour_heard = neighbour_heard & not_self
+
+    # Tasks: own target first, then visible ones nearest first.
+    rel = task_xy[:, None, :, :] - robot_xy[:, :, None, :]  # (E, N, M, 2)
+    dist = np.linalg.norm(rel, axis=-1)
+    mine = (np.arange(m)[None, None, :] == target[..., None]) & task_active[:, None, :]
+    known = (task_active[:, None, :] & (dist <= view)) | mine
+    order, valid = _nearest(np.where(mine, -1.0, np.where(known, dist, np.inf)), kt)
+    gather = lambda a: np.take_along_axis(a, order, axis=-1)  # noqa: E731
+
+    onehot = (np.arange(m)[None, None, :] == intent_slot[..., None]).astype(float)  # (E, K, M)
+    weight = cfg.intention_discount ** intent_eta.astype(float)
+    heard = intent_heard.astype(float)
+    w_task = np.einsum("eik,ekm->eim", heard * weight[:, None, :], onehot)
+    c_task = np.einsum("eik,ekm->eim", heard, onehot)
+    level = np.broadcast_to(task_level[:, None, :], (e, n, m))
+
+    tasks = np.zeros((e, n, kt, TASK_FEATS))
+    tasks[..., 0] = gather(rel[..., 0]) / view
+    tasks[..., 1] = gather(rel[..., 1]) / view
+    tasks[..., 2] = gather(dist) / view
+    lv = gather(level)
+    for j in range(LEVELS):
+        tasks[..., 3 + j] = lv == j + 1
+    is_mine = gather(mine)
+    tasks[..., 6] = is_mine
+    tasks[..., 7] = gather(w_task)
+    count = gather(c_task)
+    tasks[..., 8] = count / LEVELS
+    tasks[..., 9] = np.maximum(lv - count - is_mine, 0) / LEVELS
+    tasks *= valid[..., None]
+    slot_task = np.where(valid, order, -1)
+
+    # Neighbours: nearest within comm range.
+    rr = robot_xy[:, None, :, :] - robot_xy[:, :, None, :]  # [e, i, k] = x_k - x_i
+    rdist = np.linalg.norm(rr, axis=-1)
+    near = neighbour_heard & (rdist <= comm)
+    n_order, n_valid = _nearest(np.where(near, rdist, np.inf), kn)
+    ngather = lambda a: np.take_along_axis(a, n_order, axis=-1)  # noqa: E731
+    nb = np.zeros((e, n, kn, NEIGHBOUR_FEATS))
+    nb[..., 0] = ngather(rr[..., 0]) / comm
+    nb[..., 1] = ngather(rr[..., 1]) / comm
+    has_int = ngather(intent_heard)
+    slot_k = np.where(intent_slot >= 0, intent_slot, 0)
+    t_xy = np.take_along_axis(task_xy, slot_k[..., None], axis=1)  # (E, N, 2) per sender
+    t_rel = t_xy[:, None, :, :] - robot_xy[:, :, None, :]  # [e, i, k]
+    nb[..., 2] = has_int
+    nb[..., 3] = ngather(t_rel[..., 0]) / comm * has_int
+    nb[..., 4] = ngather(t_rel[..., 1]) / comm * has_int
+    eta = np.broadcast_to(intent_eta[:, None, :].astype(float), (e, n, n))
+    nb[..., 5] = ngather(eta) / cfg.intention_horizon * has_int
+    nb *= n_valid[..., None]
+
+    has_target = target >= 0
+    action_mask = np.concatenate([valid, np.ones((e, n, 1), bool)], axis=-1)
+    if not cfg.revision:
+        locked = np.zeros_like(action_mask)
+        locked[..., 0] = True
+        action_mask = np.where(has_target[..., None], locked, action_mask)
+
+    own = np.stack([robot_xy[..., 0] / hx, robot_xy[..., 1] / hy,
+                    np.broadcast_to(np.asarray(time_left, float)[:, None], (e, n)),
+                    has_target.astype(float)], axis=-1)
+    obs = np.concatenate([own, tasks.reshape(e, n, -1), valid, nb.reshape(e, n, -1), n_valid,
+                          action_mask], axis=-1).astype(np.float32)
+    assert obs.shape[-1] == layout.dim
+    return MRTAObservation(obs, slot_task, action_mask)

@@ -1,0 +1,97 @@
+"""Training configuration for the task-allocation policy: one dataclass tree from an MRTA
+preset (``config/mrta/NAME.yaml``: ``env`` is :class:`sim.mrta.config.MRTAConfig`, ``train``
+is :class:`MRTATrainConfig` without ``env``), with ``--set`` overrides (``ppo.lr=3e-4``,
+``env.intention_sharing=false``) parsed as in :mod:`swarm_rl.train.config`."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sim.config import build_dataclass
+from sim.errors import ConfigError
+from sim.mrta.config import MRTAConfig, read_preset
+from swarm_rl.mrta.model import MRTAModelConfig
+from swarm_rl.train.config import PPOConfig, _merge, parse_overrides
+
+
+@dataclass
+class MRTAPPOConfig(PPOConfig):
+    """The swarm trainer's PPO fields (:class:`~swarm_rl.train.config.PPOConfig`) with defaults
+    for decision-level episodes (MAPPO defaults, REFERENCE.md section 8); ``init_log_std`` has
+    no meaning for a categorical policy and is ignored."""
+
+    num_envs: int = 32
+    rollout_steps: int = 100
+    epochs: int = 4
+    minibatch_size: int = 4096
+    lr: float = 5e-4
+    lr_final_frac: float = 0.2
+    entropy_coef: float = 0.01
+
+
+@dataclass
+class MRTATrainConfig:
+    """One training run of the task policy."""
+
+    env: MRTAConfig = field(default_factory=MRTAConfig)
+    model: MRTAModelConfig = field(default_factory=MRTAModelConfig)
+    ppo: MRTAPPOConfig = field(default_factory=MRTAPPOConfig)
+    total_steps: int = 2_000_000
+    """Agent decisions (one robot, one decision step) to train for."""
+    seed: int = 0
+    checkpoint_every: int = 10
+    """Updates between checkpoints."""
+    threads: int = 1
+    """torch threads; 1 on a shared machine."""
+    preset: str = ""
+    """Name of the preset this run came from (recorded in the exported policy)."""
+
+    def validate(self) -> "MRTATrainConfig":
+        try:
+            self.env.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"env.{exc}") from exc
+        p = self.ppo
+        positive = {"ppo.num_envs": p.num_envs, "ppo.rollout_steps": p.rollout_steps,
+                    "ppo.epochs": p.epochs, "ppo.minibatch_size": p.minibatch_size,
+                    "ppo.lr": p.lr, "total_steps": self.total_steps,
+                    "checkpoint_every": self.checkpoint_every, "threads": self.threads,
+                    "model.hidden": self.model.hidden,
+                    "model.critic_hidden": self.model.critic_hidden}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name}: must be > 0, got {value}")
+        for name, value in (("ppo.gamma", p.gamma), ("ppo.gae_lambda", p.gae_lambda),
+                            ("ppo.clip", p.clip), ("ppo.lr_final_frac", p.lr_final_frac)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name}: must be in [0, 1], got {value}")
+        if self.ppo.rollout_steps % self.env.decision_steps:
+            raise ConfigError(f"ppo.rollout_steps: must be a multiple of env.decision_steps "
+                              f"({self.env.decision_steps}) so updates hold whole episodes, "
+                              f"got {self.ppo.rollout_steps}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def mrta_train_config_from_dict(data: dict[str, Any]) -> MRTATrainConfig:
+    return build_dataclass(MRTATrainConfig, data, "").validate()
+
+
+def load_mrta_preset(name_or_path: str | Path, overrides: list[str] | None = None
+                     ) -> MRTATrainConfig:
+    """An MRTA preset's ``train`` section plus its ``env``, with ``--set`` overrides."""
+    path, data = read_preset(name_or_path)
+    train = dict(data.get("train") or {})
+    if "env" in train:
+        raise ConfigError(f"{path.name}: train.env: put the environment in the top-level "
+                          "'env' section")
+    merged = _merge({**train, "env": data.get("env") or {}, "preset": path.stem},
+                    parse_overrides(overrides or []))
+    try:
+        return mrta_train_config_from_dict(merged)
+    except ConfigError as exc:
+        raise ConfigError(f"{path.name}: {exc}") from exc
