@@ -225,7 +225,16 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train a policy with MAPPO (IPPO with --set model.critic=local); writes checkpoint.pt,
-    progress.jsonl, tb/ (TensorBoard), policy.onnx and actor.pt into the run directory."""
+    progress.jsonl, tb/ (TensorBoard), policy.onnx and actor.pt into the run directory.
+    A task-allocation preset (config/mrta/, e.g. mrta_paper) trains the MRTA task policy."""
+    from swarm_rl.mrta import commands as mrta
+
+    if mrta.is_mrta(preset):
+        text, result = mrta.train(preset, steps, out, resume, list(overrides or []))
+        typer.echo(text)
+        if as_json:
+            emit_json(result)
+        return
     from swarm_rl.export import export_onnx
     from swarm_rl.train.config import load_preset
     from swarm_rl.train.ppo import CHECKPOINT_NAME, Trainer
@@ -276,13 +285,17 @@ def _eval_config(scenario: str, meta: dict[str, str], drones: int | None):
 
 @app.command("eval")
 def eval_cmd(
-    policy: Annotated[Path, typer.Option(dir_okay=False, help="Policy file (.onnx).")],
+    policy: Annotated[Path | None, typer.Option(dir_okay=False, help="Policy file (.onnx); "
+                                                "optional with --baseline.")] = None,
     scenario: Annotated[str, typer.Option(help="A scenario name (hover, static_formation, "
                                           "swap_goals, dynamic_goals, obstacles), a file in "
-                                          "config/scenarios/ by name, or a YAML path.")],
+                                          "config/scenarios/ by name, a task-allocation "
+                                          "preset in config/mrta/ (e.g. mrta_paper), or a "
+                                          "YAML path.")] = "",
     drones: Annotated[int | None, typer.Option(min=1, help="Override the drone count.")
                       ] = None,
-    episodes: Annotated[int, typer.Option(min=1, help="Held-out episodes.")] = 100,
+    episodes: Annotated[int | None, typer.Option(min=1, help="Held-out episodes (default "
+                                                 "100; MRTA: 96 per seed).")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Evaluation seed (episode k uses "
                                       "seed + 10000 k, never a training stream).")] = 0,
     backend: Annotated[Backend, typer.Option(help="Physics engine.")] = "batched",
@@ -293,9 +306,38 @@ def eval_cmd(
     run: Annotated[Path | None, typer.Option(file_okay=False, exists=True, help="Training run "
                                              "directory: also plot its learning curve.")
                    ] = None,
+    baseline: Annotated[list[str] | None, typer.Option(
+        help="MRTA: also evaluate a scripted allocator, market or greedy (repeatable).")
+    ] = None,
+    compare: Annotated[list[Path] | None, typer.Option(
+        dir_okay=False, help="MRTA: another task policy for the table, e.g. one trained "
+        "without intention sharing (repeatable).")] = None,
+    ablations: Annotated[bool, typer.Option(
+        "--ablations", help="MRTA: add --policy with revision off and with intention "
+        "sharing off at test time.")] = False,
+    seeds: Annotated[int, typer.Option(min=1, help="MRTA: evaluation seeds (episodes per "
+                                       "seed: --episodes).")] = 5,
     as_json: JsonFlag = False,
 ) -> None:
-    """Evaluate a policy: metrics table (mean and 95 % CI) over held-out episodes."""
+    """Evaluate a policy: metrics table (mean and 95 % CI) over held-out episodes. On a
+    task-allocation preset: return, completions per level and travel per robot of the policy,
+    the --baseline allocators and ablations, over --seeds x --episodes episodes."""
+    from swarm_rl.mrta import commands as mrta
+
+    if mrta.is_mrta(scenario):
+        from swarm_rl.mrta.evaluate import run_eval
+
+        text, summary = run_eval(scenario, policy, list(baseline or []), list(compare or []),
+                                 ablations, seeds, episodes or 96, seed, plot)
+        typer.echo(text)
+        if as_json:
+            emit_json(summary)
+        return
+    if policy is None or not scenario or baseline:
+        raise typer.BadParameter("--policy and --scenario are required; --baseline is for "
+                                 "task-allocation presets (config/mrta/)",
+                                 param_hint="'--policy' / '--baseline'")
+    episodes = episodes or 100
     from swarm_rl.evaluate import OnnxPolicy, evaluate
     from swarm_rl.plots import format_table, plot_learning_curve, plot_trajectories
 
