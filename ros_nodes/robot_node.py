@@ -70,8 +70,9 @@ class RobotParams:
                                    max=60.0)
     neighbour_inflate_mps: float = spec(1.0, "Radius inflation per second of a stale "
                                         "neighbour's age (m/s).", min=0.0, max=10.0)
-    control_rate_hz: float = spec(50.0, "Expected odometry rate; the watchdog runs at it (Hz).",
-                                  min=1.0, max=1000.0)
+    control_rate_hz: float = spec(0.0, "Expected odometry rate; the watchdog runs at it (Hz); "
+                                  "0: the policy's training rate (its control_hz metadata).",
+                                  min=0.0, max=1000.0)
     status_rate_hz: float = spec(2.0, "Rate of /cfN/status (Hz).", min=0.1, max=100.0)
     intention_rate_hz: float = spec(5.0, "Rate of /cfN/intention (Hz).", min=0.1, max=100.0)
 
@@ -116,6 +117,11 @@ class RobotHost:
         self.transport = transport
         self.params = params
         self.policy = OnnxPolicy(params.policy)
+        self.rate_hz = params.control_rate_hz or float(self.policy.metadata["control_hz"])
+        if abs(self.rate_hz - float(self.policy.metadata["control_hz"])) > 1e-9:
+            log.warning("robot_node: control_rate_hz %g differs from the rate the policy was "
+                        "trained at (%s Hz); its behaviour may differ from evaluation",
+                        self.rate_hz, self.policy.metadata["control_hz"])
         self.table = NeighbourTable(self.policy.neighbours_k, self.policy.neighbour_range_m,
                                     params.neighbour_stale_s, params.neighbour_drop_s,
                                     params.neighbour_inflate_mps)
@@ -146,7 +152,7 @@ class RobotHost:
                                           self._odom_callback(name), QosKind.SENSOR)
         self.bad_messages: Counter[str] = Counter()
         """Messages dropped before reaching the runtime, by reason."""
-        transport.create_timer(1.0 / params.control_rate_hz, self._watchdog)
+        transport.create_timer(1.0 / self.rate_hz, self._watchdog)
         transport.create_timer(1.0 / params.status_rate_hz, self._publish_status)
         transport.create_timer(1.0 / params.intention_rate_hz, self._publish_intentions)
 
@@ -158,7 +164,7 @@ class RobotHost:
                                 floor_m=p.floor_m, ceiling_m=p.ceiling_m,
                                 geofence_lower_m=tuple(p.geofence_lower_m),
                                 geofence_upper_m=tuple(p.geofence_upper_m),
-                                dt_s=1.0 / p.control_rate_hz)
+                                dt_s=1.0 / self.rate_hz)
         except ValueError as exc:
             raise ParamError(f"robot_node: shield parameters: {exc}") from None
 
@@ -230,7 +236,7 @@ class RobotHost:
 
     def _watchdog(self) -> None:
         """Robots whose own odometry stopped still get a command: hover, then land."""
-        late_s = 1.5 / self.params.control_rate_hz
+        late_s = 1.5 / self.rate_hz
         wall = time.monotonic()
         for robot in self.robots.values():
             if wall - robot.last_tick_wall_s > late_s:

@@ -2,9 +2,10 @@
 
 One PyBullet world (or the batched engine) with N drones ``cf1`` ... ``cfN`` placed by a
 scenario (:mod:`sim.scenarios`). Every control tick it publishes each drone's ``/cfN/odom`` and
-``/cfN/pose`` (and ``/clock``), then applies the newest ``/cfN/cmd_velocity_world`` of each drone
-through the simulated onboard velocity controller (:mod:`sim.controller`) for one control
-period. The scenario's goals are published on ``/cfN/goal`` (latched), so the scenario is the
+``/cfN/pose`` and ``/clock`` (wall time, or simulation time in lockstep), then applies the
+newest ``/cfN/cmd_velocity_world`` of each drone through the simulated onboard velocity
+controller (:mod:`sim.controller`) for one control period. The scenario's goals are published
+on ``/cfN/goal`` (latched; again on change and every ``GOAL_REPEAT_S``), so the scenario is the
 mission.
 
 Pacing: ``real_time_factor`` 1 runs in real time (stamps are wall time); larger runs faster;
@@ -43,6 +44,8 @@ from swarm_rl import files
 log = logging.getLogger(__name__)
 REPORT_FILE = "bridge_report.json"
 TRAJECTORY_FILE = "trajectories.npz"
+GOAL_REPEAT_S = 1.0
+"""Goals are re-sent this often (s) as well as on change: a robot that lost one still gets it."""
 LOCKSTEP_ABSENT_AFTER = 3
 """Lockstep: a robot that missed this many ticks in a row is not waited for until it answers."""
 
@@ -101,8 +104,9 @@ class SimBridge:
         self.steps = 0
         self.cmd_vel = np.zeros((n, 3))
         self.cmd_yaw_rate = np.zeros(n)
-        self.last_cmd_t_s = np.full(n, -math.inf)
-        """Bridge-clock time each drone's newest command arrived (-inf: never)."""
+        self.last_cmd_t_s = np.zeros(n)
+        """Bridge-clock time each drone's newest command arrived (the start before the first:
+        drones spawn hovering, and the watchdog counts from there)."""
         self.answered = np.zeros(n, bool)
         self.missed = np.zeros(n, int)
         self.landing = np.zeros(n, bool)
@@ -137,14 +141,15 @@ class SimBridge:
             transport.create_subscription(m.Empty, f"/all/{leaf}",
                                           lambda _msg, a=action: a(every), QosKind.EVENTS)
         self._last_goals: np.ndarray | None = None
-        self._wall_start = time.time()
+        self._goals_sent_t_s = -math.inf
+        self._stamp_s = time.time()
 
     # --- clock -------------------------------------------------------------------------------
 
     def stamp_s(self) -> float:
-        """Stamp of the current state: sim time in lockstep, else wall time of this tick."""
-        return self.t_s if self.lockstep else self._wall_start + self.t_s / max(
-            self.params.real_time_factor, 1e-9)
+        """Stamp of the current state: sim time in lockstep, else the wall time it was
+        published at (so a bridge that falls behind real time never sends old stamps)."""
+        return self.t_s if self.lockstep else self._stamp_s
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -182,13 +187,15 @@ class SimBridge:
 
     def publish_state(self) -> None:
         s = self.env.physics.state()
+        self._stamp_s = time.time()
         stamp = self.stamp_s()
-        self._clock.publish(m.Clock(m.to_time(self.t_s if self.lockstep else stamp)))
+        self._clock.publish(m.Clock(m.to_time(stamp)))
         goals = self.env.goals()[0]
-        if self._last_goals is None or not np.allclose(goals, self._last_goals, atol=1e-3):
+        if (self._last_goals is None or not np.allclose(goals, self._last_goals, atol=1e-3)
+                or self.t_s - self._goals_sent_t_s >= GOAL_REPEAT_S):
             for i, pub in enumerate(self._goal):
                 pub.publish(m.pose_stamped(stamp, goals[i]))
-            self._last_goals = goals.copy()
+            self._last_goals, self._goals_sent_t_s = goals.copy(), self.t_s
         self._published_wall.append((stamp, time.perf_counter()))
         self.answered[:] = False
         for i, name in enumerate(self.names):

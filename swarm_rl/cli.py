@@ -372,6 +372,30 @@ def eval_cmd(
         emit_json(out)
 
 
+@app.command("launch")
+def launch_cmd(
+    config: Annotated[Path, typer.Argument(dir_okay=False, help="Launch config YAML "
+                                           "(config/sim_swarm.yaml is the reference).")],
+    duration: Annotated[float | None, typer.Option(min=0.1, help="Override duration_s "
+                                                   "(simulated seconds).")] = None,
+    out: Annotated[Path | None, typer.Option(file_okay=False, help="Override the output "
+                                             "directory.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the decentralised node graph (sim bridge + robot nodes) as processes over DDS."""
+    from ros_nodes.launcher import load_launch_config, run_launch, summary_markdown
+
+    overrides: dict[str, Any] = {}
+    if duration is not None:
+        overrides["duration_s"] = duration
+    if out is not None:
+        overrides["out"] = str(out)
+    summary = run_launch(load_launch_config(config, overrides))
+    typer.echo(summary_markdown(summary))
+    if as_json:
+        emit_json(summary)
+
+
 @export_app.command("onnx")
 def export_onnx_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint.pt or its run directory.")],
@@ -387,6 +411,65 @@ def export_onnx_cmd(
     summary = export_onnx(checkpoint, output, opset=opset)
     typer.echo(f"wrote {summary['path']} (opset {summary['opset']}, {summary['params']} "
                f"parameters, parity {summary['parity_max_abs_error']:.1e})")
+    if as_json:
+        emit_json(summary)
+
+
+@app.command("virtual-crazyflie")
+def virtual_crazyflie_cmd(
+    drones: Annotated[int, typer.Option(min=1, max=64, help="Number of emulated drones.")] = 4,
+    base_port: Annotated[int, typer.Option(min=0, max=65535, help="Drone i listens on "
+                                           "udp://127.0.0.1:BASE+i (0: free ports, printed).")
+                         ] = 19850,
+    duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after this many "
+                                                   "seconds (default: until Ctrl-C).")
+                        ] = None,
+    drain_scale: Annotated[float, typer.Option(min=0.0, help="Battery discharge multiplier "
+                                               "(1: a real Crazyflie's ~7 min hover).")
+                           ] = 1.0,
+    battery: Annotated[float, typer.Option(min=0.0, max=1.0, help="Initial state of charge "
+                                           "(0..1).")] = 1.0,
+    loss: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop this fraction of "
+                                        "streamed packets (log data, setpoints).")] = 0.0,
+    latency_ms: Annotated[float, typer.Option(min=0.0, help="Added one-way latency (ms).")
+                          ] = 0.0,
+    blackout_after: Annotated[float | None, typer.Option(min=0.0, help="Drop all traffic "
+                                                         "from this time (s) ...")] = None,
+    blackout_for: Annotated[float, typer.Option(min=0.0, help="... for this long (s).")
+                            ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of estimator noise and link faults.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Emulated Crazyflies that cflib connects to over udp:// (CRTP, one packet per datagram),
+    flying in the simulator. Prints one URI per drone, then 'ready'; on exit (Ctrl-C,
+    SIGTERM or --duration) prints a summary: collisions, minimum separation, real-time lag."""
+    from sim.virtual_crazyflie import LinkFaults, VirtualCrazyflieServer, VirtualSwarmConfig
+    from sim.virtual_crazyflie.server import serve_until_signal
+
+    fault = LinkFaults(loss=loss, latency_s=latency_ms / 1000.0,
+                       blackout_after_s=blackout_after, blackout_for_s=blackout_for)
+    cfg = VirtualSwarmConfig(drones=drones, base_port=base_port, seed=seed,
+                             battery_drain_scale=drain_scale, battery_soc=battery,
+                             faults={i: fault for i in range(drones)})
+    try:
+        server = VirtualCrazyflieServer(cfg)
+    except OSError as exc:
+        typer.echo(f"error: --base-port: cannot bind {drones} UDP ports from {base_port}: "
+                   f"{exc}", err=True)
+        raise typer.Exit(2) from None
+
+    def ready() -> None:
+        for drone, uri in zip(server.drones, server.uris):
+            typer.echo(f"{drone.name} {uri}")
+        typer.echo("ready")
+        sys.stdout.flush()
+
+    serve_until_signal(server, duration, ready)
+    summary = server.summary()
+    sep = summary["min_separation_m"]
+    typer.echo(f"flew {summary['sim_time_s']:.1f} s: {summary['collision_events']} "
+               f"collisions, min separation {_fmt_m(sep)}, max lag "
+               f"{summary['max_lag_ms']:.0f} ms, {summary['handler_errors']} handler errors")
     if as_json:
         emit_json(summary)
 

@@ -1,0 +1,110 @@
+"""The decentralised node graph as separate processes over real Cyclone DDS (loopback only).
+
+ROS 2 itself cannot be installed here; these tests run the same nodes on the DDS transport
+with ROS 2 wire conventions (see tests/test_wire_compat.py for the wire format). Every test uses
+its own DDS domain, and the transport's localhost configuration (interface lo, multicast off,
+peers on 127.0.0.1), so nothing leaves the machine. The bridge runs in lockstep with the robots
+(``real_time_factor: 0``) where a test asserts flight outcomes, so results do not depend on how
+loaded the machine is; the degraded-link test runs in real time because delay is wall time.
+"""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros_nodes.launcher import (DdsSection, LaunchConfig, RobotsSection, SimSection,
+                                node_commands, run_launch)
+from ros_nodes.sim_bridge import REPORT_FILE, TRAJECTORY_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+POLICY = str(REPO / "policies" / "formation_velocity_8.onnx")
+SAFETY_M = 0.3
+
+
+def domain(offset: int) -> int:
+    """A DDS domain of this test alone (parallel runs on one machine stay apart)."""
+    return 100 + (os.getpid() * 7 + offset) % 120
+
+
+def config(tmp_path: Path, dom: int, duration_s: float = 12.0, per_process: int = 0,
+           rtf: float = 0.0, **dds) -> LaunchConfig:
+    return LaunchConfig(
+        duration_s=duration_s, out=str(tmp_path / "run"),
+        sim=SimSection(drones=8, scenario="circle_8", seed=0, real_time_factor=rtf),
+        robots=RobotsSection(policy=POLICY, shield=True, robots_per_process=per_process,
+                             params={"safety_distance_m": SAFETY_M}),
+        dds=DdsSection(domain_id=dom, **dds)).validate("test")
+
+
+def pair_distances(positions: np.ndarray) -> np.ndarray:
+    """(T, N, N) centre distances, inf on the diagonal."""
+    d = np.linalg.norm(positions[:, :, None] - positions[:, None], axis=-1)
+    d[:, np.arange(d.shape[1]), np.arange(d.shape[1])] = np.inf
+    return d
+
+
+@pytest.mark.slow
+def test_eight_robot_processes_reach_their_goals_without_collisions(tmp_path):
+    summary = run_launch(config(tmp_path, domain(1), per_process=1), progress=False)
+    assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
+    assert summary["robots_reporting"] == 8
+    assert summary["success_rate"] == 1.0
+    assert summary["collisions_per_drone_minute"] == 0.0
+    assert summary["min_separation_m"] >= SAFETY_M
+    assert summary["final_distance_m"] < 0.3
+    assert summary["ticks"] >= 8 * 1100  # every robot answered (almost) every 100 Hz tick
+    assert summary["shield_fallbacks"] == 0
+    out = Path(summary["out"])
+    assert (out / "trajectories.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "success rate" in (out / "summary.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["drones"] == 8
+
+
+@pytest.mark.slow
+def test_killed_robot_process_others_keep_flying_and_clear_of_it(tmp_path):
+    cfg = config(tmp_path, domain(2), duration_s=12.0, per_process=1)
+    out = Path(cfg.out)
+    out.mkdir(parents=True)
+    env = {**os.environ, "ROS_DOMAIN_ID": str(cfg.dds.domain_id), "SWARM_RL_TRANSPORT": "dds"}
+    (_, bridge_cmd), *robot_cmds = node_commands(cfg, out)
+    robots = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL) for _, argv in robot_cmds]
+    bridge = subprocess.Popen(bridge_cmd, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(8.0)  # start-up (~3 s) and a few seconds of lockstep flight
+        robots[0].send_signal(signal.SIGKILL)  # cf1's process dies mid-flight
+        assert bridge.wait(timeout=240) == 0, bridge.stderr.read()
+    finally:
+        for p in robots + [bridge]:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in robots + [bridge]:
+            p.wait(timeout=20)
+    report = json.loads((out / REPORT_FILE).read_text())
+    with np.load(out / TRAJECTORY_FILE) as traj:
+        pos, goals = traj["positions_m"], traj["goals_m"]
+    assert 50 < report["commands"][0] < 0.8 * report["commands"][1], "killed mid-flight"
+    assert report["watchdog_land"][0] == 1, "the bridge lands the robot nobody commands"
+    assert sum(report["watchdog_land"][1:]) == 0
+    assert pos[-1, 0, 2] < 0.15, "the orphaned drone landed"
+    d = pair_distances(pos)
+    assert d[:, 0, 1:].min() >= SAFETY_M - 0.02, "the others kept clear of it"
+    assert report["collisions_per_drone_minute"] == 0.0
+    survivors = np.linalg.norm(pos[-1, 1:] - goals[-1, 1:], axis=-1)
+    assert (survivors < 0.5).all(), survivors
+
+
+@pytest.mark.slow
+def test_message_loss_and_delay_cause_no_collisions(tmp_path):
+    summary = run_launch(config(tmp_path, domain(3), duration_s=12.0, rtf=1.0, loss=0.2,
+                                delay_s=0.05), progress=False)
+    assert summary["collisions_per_drone_minute"] == 0.0
+    assert summary["min_separation_m"] >= SAFETY_M - 0.02
+    assert summary["latency_p50_ms"] >= 50.0, "the delay was injected"
+    assert summary["ticks_land"] == 0
