@@ -56,9 +56,10 @@ def _typer(**kwargs: Any) -> typer.Typer:
 
 app = _typer(help="Control stack for Crazyflie quadrotor swarms: simulate, train, evaluate, "
                   "export and launch.")
-bench_app = _typer(help="Measure throughput and latency: bench sim, bench runtime, bench train.")
+bench_app = _typer(help="Measure throughput and latency: bench sim, bench runtime, bench train, "
+                        "bench firmware.")
 app.add_typer(bench_app, name="bench")
-export_app = _typer(help="Export a trained policy: export onnx.")
+export_app = _typer(help="Export a trained policy: export onnx, export firmware.")
 app.add_typer(export_app, name="export")
 
 
@@ -203,6 +204,29 @@ def bench_train(
     from swarm_rl.bench_train import format_table, run_bench
 
     report = run_bench(preset, updates, overrides)
+    typer.echo(format_table(report))
+    if as_json:
+        emit_json(report)
+
+
+@bench_app.command("firmware")
+def bench_firmware(
+    policies: Annotated[list[Path] | None, typer.Option(
+        "--policy", dir_okay=False, exists=True, help="Policy file (.onnx); repeatable "
+        "(default: every deploy-preset policy in policies/).")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Random observations per check.")
+                       ] = 10_000,
+    host_only: Annotated[bool, typer.Option("--host-only", help="Skip the cross-compiled "
+                                            "check under QEMU.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Generated C vs onnxruntime (max abs error, on the host and on an emulated STM32F405),
+    flash, RAM and multiply-accumulates per inference of each policy."""
+    from firmware_export.bench import format_table, shipped_policies
+
+    chosen = list(policies or []) or _firmware_errors(
+        lambda: shipped_policies(REPO_ROOT / "policies"))
+    report = _firmware_errors(lambda: _firmware_bench(chosen, samples, not host_only))
     typer.echo(format_table(report))
     if as_json:
         emit_json(report)
@@ -411,6 +435,79 @@ def export_onnx_cmd(
     summary = export_onnx(checkpoint, output, opset=opset)
     typer.echo(f"wrote {summary['path']} (opset {summary['opset']}, {summary['params']} "
                f"parameters, parity {summary['parity_max_abs_error']:.1e})")
+    if as_json:
+        emit_json(summary)
+
+
+def _firmware_bench(policies: list[Path], samples: int, target: bool) -> dict:
+    """firmware_export's checks with this package's inputs: random layout-v1 observations
+    (seed 0) and onnxruntime as the reference."""
+    from firmware_export.bench import run_bench
+    from sim.observation import ObsLayout
+    from swarm_rl.export import random_observations
+    from swarm_rl.runtime.policy import OnnxPolicy
+
+    def observations(path: Path) -> np.ndarray:
+        layout = ObsLayout(OnnxPolicy(path).neighbours_k)
+        return random_observations(layout, samples, np.random.default_rng(0))
+
+    return run_bench(policies, observations, lambda path, obs: OnnxPolicy(path)(obs), target)
+
+
+def _firmware_errors(call: Any) -> Any:
+    """Run ``call``; a FirmwareExportError becomes ``error: ...`` and exit code 2."""
+    from firmware_export.graph import FirmwareExportError
+
+    try:
+        return call()
+    except FirmwareExportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@export_app.command("firmware")
+def export_firmware_cmd(
+    policy: Annotated[Path, typer.Argument(dir_okay=False, help="Policy file (.onnx) with "
+                                           "swarm_rl metadata.")],
+    output: Annotated[Path, typer.Option("-o", "--output", file_okay=False,
+                                         help="App directory to write (an earlier export "
+                                         "there is replaced).")],
+    rate_hz: Annotated[int | None, typer.Option(help="Policy ticks per second on board: 25, "
+                                                "50, 100, 250, 500 or 1000 (default: the "
+                                                "rate it was trained at).")] = None,
+    goal: Annotated[str, typer.Option(metavar="X,Y,Z", help="Default goal, world frame (m); "
+                                      "parameters swarmPolicy.goalX/Y/Z change it in "
+                                      "flight.")] = "0,0,1",
+    check: Annotated[bool, typer.Option("--check", help="Also compile the network with gcc "
+                                        "(and for the Cortex-M4 under QEMU when installed) "
+                                        "and compare it with onnxruntime on 10,000 "
+                                        "observations.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compile a policy into an out-of-tree crazyflie-firmware app (C99 network, observation
+    builder, app glue, Kbuild files); see docs/firmware.md to build and flash it."""
+    from firmware_export.app import export_firmware
+
+    try:
+        goal_m = tuple(float(v) for v in goal.split(","))
+    except ValueError:
+        goal_m = ()
+    if len(goal_m) != 3 or not all(np.isfinite(goal_m)):
+        raise typer.BadParameter(f"expected three comma-separated numbers (m), got '{goal}'",
+                                 param_hint="'--goal'")
+    summary = _firmware_errors(lambda: export_firmware(policy, output, rate_hz=rate_hz,
+                                                       goal_m=goal_m))
+    typer.echo(f"wrote {summary['out']} ({summary['action_mode']} policy at "
+               f"{summary['rate_hz']} Hz, {summary['macs']:,} MACs, {summary['params']:,} "
+               "weights)")
+    if check:
+        row = _firmware_errors(lambda: _firmware_bench([policy], 10_000, True))["policies"][0]
+        summary["check"] = row
+        target = (f"target {row['target_max_abs_error']:.1e}, flash {row['flash_bytes']:,} B, "
+                  f"RAM {row['ram_bytes']:,} B" if "target_max_abs_error" in row
+                  else f"target skipped ({row['target_skipped']})")
+        typer.echo(f"check on {row['samples']:,} observations: max |C - onnxruntime| host "
+                   f"{row['host_max_abs_error']:.1e}, {target}")
     if as_json:
         emit_json(summary)
 
