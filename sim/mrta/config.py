@@ -43,7 +43,7 @@ class MRTAConfig:
     (the paper's rate per free 1 m cell per step)."""
     arrival_region_m: tuple[float, float, float, float] = (0.0, 0.0, 10.0, 10.0)
     """Arrival mode: (x_min, y_min, x_max, y_max) of the region where tasks arrive (the paper's
-    one 10 x 10 quadrant)."""
+    one 10 x 10 quadrant); checked against the world only in arrival mode."""
     max_tasks: int = 30
     """Capacity of the task table; arrivals beyond it are dropped (and counted)."""
     decision_steps: int = 100
@@ -113,7 +113,8 @@ class MRTAConfig:
              f"must be >= 0, got {self.arrival_rate}")
         x0, y0, x1, y1 = self.arrival_region_m
         hx, hy = self.half_extent_m
-        need(-hx <= x0 < x1 <= hx and -hy <= y0 < y1 <= hy, "arrival_region_m",
+        need(self.task_mode != "arrival" or (-hx <= x0 < x1 <= hx and -hy <= y0 < y1 <= hy),
+             "arrival_region_m",
              f"must be (x_min, y_min, x_max, y_max) inside the world [-{hx:g}, {hx:g}] x "
              f"[-{hy:g}, {hy:g}], got {self.arrival_region_m}")
         need(self.max_tasks >= sum(self.initial_tasks), "max_tasks",

@@ -1,12 +1,14 @@
 """Intentions: what a robot tells its neighbours it will do, and how a receiver checks them.
 
-An intention is the robot's target task id plus its planned path: the ENU points (m) where it
-expects to be after each of the next decision steps, flying straight at ``speed_mps``, ending
-on the target (``/cfN/intention`` carries it as a nav_msgs/Path whose last pose is the target;
-DESIGN.md). A robot without a target publishes ``target_id = -1`` and a one-point path (where
-it is). The path's length is the robot's arrival time in decision steps, so a receiver knows
-when the sender will be at the task: point i (0-based) carries the paper's weight
-``discount ** (i + 1)``, and the target, the last point, ``discount ** len(path)``.
+An intention is the robot's target task id plus its planned path: ENU points (m), the first
+where the robot is now, then where it expects to be after each of the next decision steps,
+flying straight at ``speed_mps``, the last one on the target (``/cfN/intention`` carries it as
+a nav_msgs/Path whose last pose is the target; DESIGN.md). A robot without a target publishes
+``target_id = -1`` and a one-point path (where it is). The number of steps in the path is the
+sender's arrival time ``eta`` (at least 1), so a receiver knows when the sender will be at the
+task: the point reached after i steps carries the paper's path-map weight ``discount ** i``
+(its "cell i, 0.67^(i+1)" counts cells from the first one ahead), the target
+``discount ** eta``.
 
 Receivers ignore intentions that are malformed, stale (older than ``stale_after_s``) or out of
 communication range (sender's first path point farther than ``comm_range_m``), and count
@@ -36,33 +38,36 @@ class Intention:
 
     @property
     def position_m(self) -> np.ndarray:
-        """Where the sender starts its path (its position when it published)."""
+        """Where the sender was when it published (the path's first point)."""
         return self.path_m[0]
 
     @property
     def eta_steps(self) -> int:
-        """Decision steps until the sender reaches its target (the path's length)."""
-        return int(self.path_m.shape[0])
+        """Decision steps until the sender reaches its target (points after the first; at
+        least 1, as in the simulator)."""
+        return max(int(self.path_m.shape[0]) - 1, 1)
 
 
 def path_steps(distance_m: np.ndarray | float, step_m: float, horizon: int) -> np.ndarray:
-    """Points of a planned path over ``distance_m``: ceil(distance / step), in [1, horizon]."""
+    """Decision steps of a planned path over ``distance_m``: ceil(distance / step), in
+    [1, horizon] (the path then has one point more: where it starts)."""
     steps = np.ceil(np.asarray(distance_m, float) / step_m - 1e-9)
     return np.clip(steps, 1, horizon).astype(int)
 
 
 def intention_path(position_m: np.ndarray, target_m: np.ndarray | None, step_m: float,
                    horizon: int) -> np.ndarray:
-    """The planned path (H, 3) from ``position_m`` to ``target_m`` (ENU, m): the points reached
-    after each of the next H decision steps, ``step_m`` apart, the last one on the target when
-    it is within ``horizon`` steps. No target: the one-point path ``[position_m]``."""
+    """The planned path (H + 1, 3) from ``position_m`` to ``target_m`` (ENU, m): the start,
+    then the points reached after each of the next H decision steps, ``step_m`` apart, the
+    last one on the target when it is within ``horizon`` steps. No target: the one-point path
+    ``[position_m]``."""
     p = np.asarray(position_m, float).reshape(3)
     if target_m is None:
         return p[None].copy()
     t = np.asarray(target_m, float).reshape(3)
     dist = float(np.linalg.norm(t - p))
     n = int(path_steps(dist, step_m, horizon))
-    frac = np.minimum(1.0, np.arange(1, n + 1) * step_m / max(dist, 1e-12))
+    frac = np.minimum(1.0, np.arange(0, n + 1) * step_m / max(dist, 1e-12))
     return p + frac[:, None] * (t - p)
 
 
@@ -98,7 +103,7 @@ class IntentionInbox:
 
     comm_range_m: float
     stale_after_s: float
-    max_points: int = 100
+    max_points: int = 101
     latest: dict[str, Intention] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {
         "received": 0, "accepted": 0, "malformed": 0, "stale": 0, "out_of_range": 0,

@@ -11,9 +11,13 @@ from typing import Any
 
 from sim.config import build_dataclass
 from sim.errors import ConfigError
-from sim.mrta.config import MRTAConfig, read_preset
+from sim.mrta.config import MRTAConfig, load_mrta_env, read_preset
 from swarm_rl.mrta.model import MRTAModelConfig
 from swarm_rl.train.config import PPOConfig, _merge, parse_overrides
+
+
+SHARED_SWITCHES = ("intention_sharing", "revision", "task_slots", "neighbour_slots")
+"""``env`` fields that a run applies to its ``mix`` presets too."""
 
 
 @dataclass
@@ -47,6 +51,14 @@ class MRTATrainConfig:
     """torch threads; 1 on a shared machine."""
     preset: str = ""
     """Name of the preset this run came from (recorded in the exported policy)."""
+    mix: list[str] = field(default_factory=list)
+    """Other MRTA presets whose ``env`` sections are trained on alongside ``env`` (each
+    gets an equal share of ``ppo.num_envs``), e.g. the arrival variants, so one policy serves
+    them all. They must give the same observation layout, robot count, task capacity and
+    episode length; the switches (``intention_sharing``, ``revision``) of ``env`` apply to
+    all."""
+    mix_envs: list[MRTAConfig] = field(default_factory=list)
+    """Filled from ``mix`` when the preset is loaded (recorded so a resume needs no files)."""
 
     def validate(self) -> "MRTATrainConfig":
         try:
@@ -67,6 +79,16 @@ class MRTATrainConfig:
                             ("ppo.clip", p.clip), ("ppo.lr_final_frac", p.lr_final_frac)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1], got {value}")
+        for name, other in zip(self.mix or ["mix_envs"] * len(self.mix_envs), self.mix_envs):
+            for key in ("task_slots", "neighbour_slots", "num_robots", "max_tasks",
+                        "decision_steps", "view_range_m", "comm_range_m",
+                        "intention_discount", "intention_horizon"):
+                if getattr(other, key) != getattr(self.env, key):
+                    raise ConfigError(f"mix: {name}: env.{key} is {getattr(other, key)}, but "
+                                      f"the run's env.{key} is {getattr(self.env, key)}")
+        if self.mix_envs and self.ppo.num_envs % (1 + len(self.mix_envs)):
+            raise ConfigError(f"ppo.num_envs: must split evenly over {1 + len(self.mix_envs)} "
+                              f"environments (env + mix), got {self.ppo.num_envs}")
         if self.ppo.rollout_steps % self.env.decision_steps:
             raise ConfigError(f"ppo.rollout_steps: must be a multiple of env.decision_steps "
                               f"({self.env.decision_steps}) so updates hold whole episodes, "
@@ -91,6 +113,14 @@ def load_mrta_preset(name_or_path: str | Path, overrides: list[str] | None = Non
                           "'env' section")
     merged = _merge({**train, "env": data.get("env") or {}, "preset": path.stem},
                     parse_overrides(overrides or []))
+    if "mix_envs" in merged:
+        raise ConfigError(f"{path.name}: train.mix_envs: set 'mix' (preset names) instead")
+    mix = merged.get("mix") or []
+    if not isinstance(mix, list) or not all(isinstance(m, str) for m in mix):
+        raise ConfigError(f"{path.name}: train.mix: expected a list of preset names, got "
+                          f"{mix!r}")
+    switches = {k: v for k, v in merged["env"].items() if k in SHARED_SWITCHES}
+    merged["mix_envs"] = [dataclasses.asdict(load_mrta_env(m, switches)) for m in mix]
     try:
         return mrta_train_config_from_dict(merged)
     except ConfigError as exc:

@@ -29,7 +29,8 @@ from torch import nn
 from tqdm import tqdm
 
 from sim.mrta.config import LEVELS
-from sim.mrta.env import MRTAVecEnv
+from sim.mrta.env import MRTAStep, MRTAVecEnv
+from sim.mrta.observation import MRTAObservation
 from swarm_rl.files import json_safe
 from swarm_rl.models import RunningNorm
 from swarm_rl.mrta.config import MRTATrainConfig, mrta_train_config_from_dict
@@ -45,6 +46,52 @@ def masked_sample(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """One choice per row from masked logits (B, A), drawn with ``gen``."""
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=gen)[:, 0]
+
+
+class MixedEnv:
+    """Several :class:`MRTAVecEnv` (one per preset of a ``mix``) stepped as one: arrays are
+    joined along the environment axis. All parts share layout, robot count, task capacity
+    and episode length (checked by the config), so their episodes end together."""
+
+    def __init__(self, parts: list[MRTAVecEnv]) -> None:
+        self.parts = parts
+        self.layout = parts[0].layout
+        self.num_robots = parts[0].num_robots
+        self.num_envs = sum(p.num_envs for p in parts)
+        self._bounds = np.cumsum([0] + [p.num_envs for p in parts])
+
+    @staticmethod
+    def _join(items: list[MRTAObservation]) -> MRTAObservation:
+        return MRTAObservation(*(np.concatenate([getattr(o, f) for o in items])
+                                 for f in ("obs", "slot_task", "action_mask")))
+
+    def reset(self) -> MRTAObservation:
+        return self._join([p.reset() for p in self.parts])
+
+    def critic_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        states = [p.critic_state() for p in self.parts]
+        return tuple(np.concatenate([s[i] for s in states]) for i in range(3))
+
+    def step(self, actions: np.ndarray) -> MRTAStep:
+        b = self._bounds
+        steps = [p.step(actions[b[i]:b[i + 1]]) for i, p in enumerate(self.parts)]
+        info = {}
+        if steps[0].done:
+            info["episode"] = {k: np.concatenate([s.info["episode"][k] for s in steps])
+                               for k in steps[0].info["episode"]}
+        return MRTAStep(self._join([s.obs for s in steps]),
+                        np.concatenate([s.reward for s in steps]), steps[0].done, info)
+
+
+def make_env(cfg: MRTATrainConfig) -> MRTAVecEnv | MixedEnv:
+    """The training environments: ``env`` alone, or ``env`` and the ``mix`` presets with an
+    equal share of ``ppo.num_envs`` each."""
+    if not cfg.mix_envs:
+        return MRTAVecEnv(cfg.env, cfg.ppo.num_envs, seed=cfg.seed)
+    envs = [cfg.env] + cfg.mix_envs
+    share = cfg.ppo.num_envs // len(envs)
+    return MixedEnv([MRTAVecEnv(e, share, seed=cfg.seed * 1000 + i)
+                     for i, e in enumerate(envs)])
 
 
 @dataclass
@@ -72,7 +119,7 @@ class MRTATrainer:
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.env = MRTAVecEnv(cfg.env, cfg.ppo.num_envs, seed=cfg.seed)
+        self.env = make_env(cfg)
         self.actor = TaskActor(self.env.layout, cfg.model)
         self.critic = TaskCritic(self.env.layout, cfg.model)
         self.value_norm = RunningNorm(1, clip=1e9)
