@@ -103,8 +103,11 @@ class RobotHost:
     def __init__(self, transport: Transport, params: RobotParams) -> None:
         if not params.robots:
             raise ParamError("robot_node: parameter robots: list at least one robot")
-        names = [check_robot_name(n) for n in params.robots]
-        swarm = [check_robot_name(n) for n in (params.swarm or names)]
+        try:
+            names = [check_robot_name(n) for n in params.robots]
+            swarm = [check_robot_name(n) for n in (params.swarm or names)]
+        except ValueError as exc:
+            raise ParamError(f"robot_node: parameter robots / swarm: {exc}") from None
         missing = sorted(set(names) - set(swarm))
         if missing:
             raise ParamError(f"robot_node: parameter swarm: lacks hosted robot(s) "

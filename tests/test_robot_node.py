@@ -1,0 +1,140 @@
+"""robot_node against hostile input, over real Cyclone DDS (loopback only): this test process
+plays the bridge with the project's DDS transport; the robot node is its own process."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros_nodes import messages as m
+from ros_nodes.dds_transport import DdsTransport
+from ros_nodes.launcher import load_launch_config
+from ros_nodes.params import ParamError, build_params, parse_ros_args
+from ros_nodes.robot_node import RobotParams
+from ros_nodes.transport import QosKind
+from sim.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+POLICY = str(REPO / "policies" / "formation_velocity_8.onnx")
+
+
+def node(args: list[str], dom: int) -> subprocess.Popen:
+    env = {**os.environ, "ROS_DOMAIN_ID": str(dom), "SWARM_RL_TRANSPORT": "dds"}
+    return subprocess.Popen([sys.executable, "-m", "ros_nodes.robot_node", "--ros-args", *args],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_nan_and_out_of_range_odometry_is_rejected_counted_and_the_robot_holds():
+    dom = 100 + (os.getpid() * 7 + 9) % 120
+    os.environ["ROS_DOMAIN_ID"] = str(dom)
+    proc = node(["-p", "robots:=[cf1]", "-p", "swarm:=[cf1, cf2]", "-p", f"policy:={POLICY}",
+                 "-p", "status_rate_hz:=10.0", "-p", "land_after_s:=1.5"], dom)
+    t = DdsTransport("fake_bridge", domain_id=dom)
+    odom1 = t.create_publisher(m.Odometry, "/cf1/odom", QosKind.SENSOR)
+    odom2 = t.create_publisher(m.Odometry, "/cf2/odom", QosKind.SENSOR)
+    goal = t.create_publisher(m.PoseStamped, "/cf1/goal", QosKind.LATCHED)
+    cmds: list[tuple[float, np.ndarray]] = []
+    status: list[dict[str, str]] = []
+    cmd_sub = t.create_subscription(
+        m.TwistStamped, "/cf1/cmd_velocity_world",
+        lambda c: cmds.append((time.monotonic(), m.vec(c.twist.linear))), QosKind.COMMAND)
+    t.create_subscription(m.DiagnosticArray, "/cf1/status", lambda a: status.extend(
+        {kv.key: kv.value for kv in st.values} for st in a.status), QosKind.EVENTS)
+    try:
+        t.spin_until(lambda: t.matched(cmd_sub) > 0, 30.0)
+        assert t.matched(cmd_sub) > 0, proc.stderr.read() if proc.poll() is not None else ""
+        goal.publish(m.pose_stamped(time.time(), [2.0, 0.0, 1.0]))
+        here = np.array([0.0, 0.0, 1.0])
+
+        def phase(seconds: float, own_pos, other_pos) -> tuple[float, float]:
+            start = time.monotonic()
+            while time.monotonic() - start < seconds:
+                now = time.time()
+                odom1.publish(m.odometry("cf1", now, own_pos, [0, 0, 0], [0, 0, 0, 1], [0] * 3))
+                odom2.publish(m.odometry("cf2", now, other_pos, [0, 0, 0], [0, 0, 0, 1],
+                                         [0] * 3))
+                t.spin_until(lambda: False, 0.01)
+            return start, time.monotonic()
+
+        good = phase(1.5, here, [-1.5, 0.0, 1.0])
+        nan = phase(1.0, [np.nan, 0.0, 1.0], [np.nan, 0.0, 1.0])
+        huge = phase(1.0, [1e5, 0.0, 1.0], [0.0, 1e5, 1.0])
+        phase(0.3, here, [-1.5, 0.0, 1.0])
+    finally:
+        t.close()
+        proc.terminate()
+        proc.wait(timeout=20)
+
+    def during(window: tuple[float, float], settle_s: float = 0.2) -> np.ndarray:
+        return np.array([v for ts, v in cmds if window[0] + settle_s <= ts <= window[1]])
+
+    moving = during(good, 0.5)
+    assert len(moving) > 50 and np.linalg.norm(moving, axis=1).min() > 0.1, "policy flies"
+    assert moving[:, 0].mean() > 0.1, "towards the goal at +x"
+    held = during(nan)
+    assert len(held) > 30
+    assert np.abs(held).max() == 0.0, "bad own state: hold position (zero velocity)"
+    still_bad = during((huge[0], huge[0] + 0.4))
+    assert len(still_bad) > 10 and np.abs(still_bad).max() == 0.0
+    landing = during((huge[0] + 0.6, huge[1]))
+    assert len(landing) > 10, "bad for land_after_s = 1.5 s: land"
+    assert np.allclose(landing, [0.0, 0.0, -0.3])
+    last = status[-1]
+    assert int(last["rejected_own_state_nonfinite"]) > 30
+    assert int(last["rejected_own_position_implausible"]) > 30
+    assert int(last["rejected_neighbour_nonfinite"]) > 30
+    assert int(last["rejected_neighbour_position_implausible"]) > 30
+    assert last["mode"] == "policy", "a good state resumes normal control"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "robots:=[cf1]", "-p", "policy:=/no/such.onnx"], "/no/such.onnx"),
+    (["-p", "robots:=[cf1]", "-p", f"policy:={POLICY}", "-p", "safety_distance_m:=-1.0"],
+     "safety_distance_m: must be >= 0.05"),
+    (["-p", "robots:=[cf1]", "-p", f"policy:={POLICY}", "-p", "gain:=2"],
+     "unknown parameter(s) gain"),
+    (["-p", "robots:=[1cf]", "-p", f"policy:={POLICY}"], "robot name '1cf'"),
+    (["-p", "robots:=[cf1]", "-p", f"policy:={POLICY}", "-p", "shield:=maybe"],
+     "shield: expected true or false"),
+])
+def test_bad_parameters_exit_2_naming_them(args, message):
+    proc = node(args, 231)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert message in err and "Traceback" not in err
+
+
+def test_ros_args_parsing_follows_ros2_syntax(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    shield: false\n    floor_m: 0.5\n"
+                      "robots_a:\n  ros__parameters:\n    floor_m: 0.7\n")
+    name, values = parse_ros_args(["--ros-args", "-r", "__node:=robots_a", "--params-file",
+                                   str(params), "-p", "robots:=[cf1, cf2]",
+                                   "-p", "ceiling_m:=3"])
+    assert name == "robots_a"
+    assert values == {"shield": False, "floor_m": 0.7, "robots": ["cf1", "cf2"],
+                      "ceiling_m": 3}
+    p = build_params(RobotParams, values, "robots_a")
+    assert p.ceiling_m == 3.0 and isinstance(p.ceiling_m, float)
+    with pytest.raises(ParamError, match="robots_a: parameter floor_m: expected a number"):
+        build_params(RobotParams, {"floor_m": "low"}, "robots_a")
+    with pytest.raises(ParamError, match="expected NAME:=VALUE"):
+        parse_ros_args(["-p", "floor_m=1"])
+
+
+def test_launch_config_errors_name_the_file_and_field(tmp_path):
+    bad = tmp_path / "swarm.yaml"
+    bad.write_text("fileversion: 1\nsim:\n  drones: 8\n  speed: 3\n")
+    with pytest.raises(ConfigError, match=r"swarm.yaml: sim.speed: unknown option"):
+        load_launch_config(bad)
+    bad.write_text("fileversion: 2\n")
+    with pytest.raises(ConfigError, match="fileversion: this swarm-rl reads version 1"):
+        load_launch_config(bad)
+    bad.write_text("robots: {policy: nowhere.onnx}\n")
+    with pytest.raises(ConfigError, match="robots.policy: no such file: nowhere.onnx"):
+        load_launch_config(bad)
+    assert load_launch_config(REPO / "config" / "sim_swarm.yaml").sim.drones == 8
