@@ -56,8 +56,6 @@ class VirtualCrazyflie:
             Port.HIGH_LEVEL: self._high_level, Port.SUPERVISOR: self._supervisor,
             Port.LOCALIZATION: self._localization, Port.CONSOLE: lambda ch, d: [],
         }
-        self.print(f"SYS: virtual Crazyflie {name} (swarm_rl), CRTP protocol "
-                   f"{PROTOCOL_VERSION}\n")
 
     @property
     def now_s(self) -> float:
@@ -91,7 +89,9 @@ class VirtualCrazyflie:
     def _linkctrl(self, ch: int, data: bytes) -> Replies | None:
         if ch == LINK_ECHO:
             return [CrtpPacket(Port.LINKCTRL, LINK_ECHO, data)]
-        if ch == LINK_SOURCE:
+        if ch == LINK_SOURCE:  # cflib's first request of a connection
+            self.print(f"SYS: virtual Crazyflie {self.name} (swarm_rl), CRTP protocol "
+                       f"{PROTOCOL_VERSION}\n")
             return [CrtpPacket(Port.LINKCTRL, LINK_SOURCE,
                                LINK_SOURCE_TEXT.ljust(MAX_PAYLOAD, b"\0"))]
         return [] if ch == LINK_SINK else None
