@@ -11,10 +11,10 @@ $(VENV)/.installed: setup.py package.xml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/swarm-rl demo --out results/demo
+	$(VENV)/bin/swarm-rl launch config/sim_swarm.yaml --lockstep --out results/demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check sim swarm_rl tests
+	$(VENV)/bin/ruff check sim swarm_rl ros_nodes firmware_export launch tests
 	$(PY) -m pytest -q tests
 
 bench: $(VENV)/.installed

@@ -31,7 +31,10 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", sorted(glob("launch/*.launch.py"))),
-        ("share/" + package_name + "/config", sorted(glob("config/*.yaml"))),
+        ("share/" + package_name + "/config",
+         sorted(glob("config/*.yaml") + glob("config/*.rviz"))),
+        ("share/" + package_name + "/config/scenarios", sorted(glob("config/scenarios/*.yaml"))),
+        ("share/" + package_name + "/config/train", sorted(glob("config/train/*.yaml"))),
         (
             "share/" + package_name + "/policies",
             sorted(glob("policies/*.onnx") + glob("policies/*.md")),
@@ -48,17 +51,19 @@ setup(
         "pettingzoo>=1.24",
         "gymnasium>=0.29",
         "typer>=0.12",
+        "cyclonedds>=0.10.5",
     ],
     extras_require={
         "train": ["torch==2.13.0", "tensorboard>=2.14", "onnx>=1.16"],
         "runtime": ["onnxruntime>=1.17", "onnx>=1.16", "daqp>=0.11"],
-        "dds": ["cyclonedds>=0.10"],
         "crazyflie": ["cflib>=0.1.32"],
         "dev": ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2", "ruff>=0.5"],
     },
     entry_points={
         "console_scripts": [
             "swarm-rl = swarm_rl.cli:main",
+            "robot_node = ros_nodes.robot_node:main",
+            "sim_bridge = ros_nodes.sim_bridge:main",
         ],
     },
     zip_safe=True,

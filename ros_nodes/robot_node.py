@@ -5,7 +5,8 @@ publishes it at the control rate):
 
     /cfN/odom (own) ──► RobotController.step ──► /cfN/cmd_velocity_world
     /cfM/odom (all) ──► NeighbourTable ─┘  (policy + CBF shield, swarm_rl.runtime)
-    /cfN/goal ────────► goal                    /cfN/intention, /cfN/status
+    /cfN/goal ────────► goal                    /cfN/intention, /cfN/status,
+                                                /cfN/shield_intervention
 
 Robots hosted in one process share one subscription per odometry topic and one neighbour table
 (DESIGN.md "Transport": O(N) received messages per tick per process, not O(N^2)); a process can
@@ -86,6 +87,7 @@ class HostedRobot:
     cmd_pub: object
     status_pub: object
     intention_pub: object
+    intervention_pub: object
     goal_m: np.ndarray | None = None
     own: OwnState | None = None
     last_tick_wall_s: float = -INF
@@ -93,6 +95,7 @@ class HostedRobot:
     ticks: int = 0
     modes: Counter = field(default_factory=Counter)
     interventions: int = 0
+    reported_interventions: int = 0
     fallbacks: int = 0
     latencies_us: list[float] = field(default_factory=list)
 
@@ -145,7 +148,10 @@ class RobotHost:
                 transport.create_publisher(m.DiagnosticArray, robot_topic(name, "status"),
                                            QosKind.EVENTS),
                 transport.create_publisher(m.Path, robot_topic(name, "intention"),
-                                           QosKind.COMMAND))
+                                           QosKind.COMMAND),
+                transport.create_publisher(m.PoseStamped,
+                                           robot_topic(name, "shield_intervention"),
+                                           QosKind.EVENTS))
             transport.create_subscription(m.PoseStamped, robot_topic(name, "goal"),
                                           self._goal_callback(name), QosKind.LATCHED)
             transport.create_subscription(m.Float64, robot_topic(name, "shield_gamma"),
@@ -251,6 +257,11 @@ class RobotHost:
         now = self.transport.now_s()
         for robot in self.robots.values():
             robot.status_pub.publish(self.status(robot, now))
+            if robot.interventions > robot.reported_interventions and robot.own is not None:
+                robot.reported_interventions = robot.interventions
+                pos = np.asarray(robot.own.pos_m, dtype=float)
+                if np.isfinite(pos).all():  # where the shield acted, for RViz
+                    robot.intervention_pub.publish(m.pose_stamped(now, pos))
 
     def status(self, robot: HostedRobot, now_s: float) -> m.DiagnosticArray:
         cmd = robot.last_command

@@ -404,6 +404,10 @@ def launch_cmd(
                                                    "(simulated seconds).")] = None,
     out: Annotated[Path | None, typer.Option(file_okay=False, help="Override the output "
                                              "directory.")] = None,
+    lockstep: Annotated[bool, typer.Option("--lockstep", help="Step the simulator in lockstep "
+                                           "with the robots (sim.real_time_factor 0): the "
+                                           "same flight on any machine, however loaded.")
+                        ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the decentralised node graph (sim bridge + robot nodes) as processes over DDS."""
@@ -414,7 +418,10 @@ def launch_cmd(
         overrides["duration_s"] = duration
     if out is not None:
         overrides["out"] = str(out)
-    summary = run_launch(load_launch_config(config, overrides))
+    cfg = load_launch_config(config, overrides)
+    if lockstep:
+        cfg.sim.real_time_factor = 0.0
+    summary = run_launch(cfg)
     typer.echo(summary_markdown(summary))
     if as_json:
         emit_json(summary)

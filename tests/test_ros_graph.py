@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,3 +109,22 @@ def test_message_loss_and_delay_cause_no_collisions(tmp_path):
     assert summary["min_separation_m"] >= SAFETY_M - 0.02
     assert summary["latency_p50_ms"] >= 50.0, "the delay was injected"
     assert summary["ticks_land"] == 0
+
+
+def test_launch_cli_stops_cleanly_on_ctrl_c_and_still_reports(tmp_path):
+    cfg = tmp_path / "swarm.yaml"
+    cfg.write_text(f"fileversion: 1\nduration_s: 600\nout: {tmp_path / 'run'}\n"
+                   "sim: {drones: 2, scenario: hover}\n"
+                   f"robots: {{policy: {POLICY}}}\ndds: {{domain_id: {domain(4)}}}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "swarm_rl.cli", "launch", str(cfg), "--json"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    time.sleep(8.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["interrupted"] is True
+    assert 0 < summary["sim_seconds"] < 600
+    assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
+    assert (tmp_path / "run" / "trajectories.png").exists()

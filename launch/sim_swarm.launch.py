@@ -1,0 +1,70 @@
+"""``ros2 launch swarm_rl sim_swarm.launch.py robots:=8``: a simulated swarm, one decision
+maker per robot.
+
+Starts ``sim_bridge`` (N simulated Crazyflies in PyBullet) and the robot nodes: with
+``robots_per_process:=1`` one ``robot_node`` process per robot, with ``0`` (the default) one
+process hosting all robots (they share one subscription per topic: O(N) messages per tick).
+Arguments: ``robots``, ``policy`` (ONNX, velocity mode), ``scenario`` (a name or YAML path),
+``shield`` (true/false), ``robots_per_process``, ``rviz`` (true/false), ``duration_s``
+(0: run until stopped). The same graph runs without ROS 2 as ``swarm-rl launch``.
+"""
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+ARGS = {
+    "robots": ("8", "Number of simulated robots (cf1 ... cfN)."),
+    "policy": ("", "ONNX policy; empty: the shipped formation_velocity_8.onnx."),
+    "scenario": ("", "Scenario name or YAML path; empty: the shipped circle_8.yaml."),
+    "shield": ("true", "CBF safety shield on every robot."),
+    "robots_per_process": ("0", "Robots per robot_node process; 0: all in one."),
+    "rviz": ("false", "Start RViz with config/swarm.rviz."),
+    "duration_s": ("0.0", "Stop the simulation after this many seconds; 0: never."),
+    "control_rate_hz": ("100", "Odometry / command rate (the shipped policies' rate)."),
+}
+
+
+def _truthy(text: str, name: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(f"{name}:={text}: expected true or false")
+    return text.lower() == "true"
+
+
+def _nodes(context):
+    share = Path(get_package_share_directory("swarm_rl"))
+    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGS}
+    n = int(arg["robots"])
+    if n < 1:
+        raise ValueError(f"robots:={n}: must be >= 1")
+    names = [f"cf{i + 1}" for i in range(n)]
+    policy = arg["policy"] or str(share / "policies" / "formation_velocity_8.onnx")
+    scenario = arg["scenario"] or str(share / "config" / "scenarios" / "circle_8.yaml")
+    rate = int(arg["control_rate_hz"])
+    nodes = [Node(package="swarm_rl", executable="sim_bridge", name="sim_bridge",
+                  output="screen",
+                  parameters=[{"drones": n, "scenario": scenario, "control_rate_hz": rate,
+                               "duration_s": float(arg["duration_s"])}])]
+    per = int(arg["robots_per_process"]) or n
+    for start in range(0, n, per):
+        hosted = names[start:start + per]
+        nodes.append(Node(
+            package="swarm_rl", executable="robot_node",
+            name=f"robots_{hosted[0]}" + (f"_{hosted[-1]}" if len(hosted) > 1 else ""),
+            output="screen",
+            parameters=[{"robots": hosted, "swarm": names, "policy": policy,
+                         "shield": _truthy(arg["shield"], "shield"),
+                         "control_rate_hz": float(rate)}]))
+    if _truthy(arg["rviz"], "rviz"):
+        nodes.append(Node(package="rviz2", executable="rviz2", name="rviz2",
+                          arguments=["-d", str(share / "config" / "swarm.rviz")]))
+    return nodes
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=text)
+         for name, (default, text) in ARGS.items()] + [OpaqueFunction(function=_nodes)])

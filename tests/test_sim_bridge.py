@@ -1,0 +1,65 @@
+"""sim_bridge's safety rules over real DDS: watchdog (hover, then land), emergency stop,
+land / takeoff, and commands that are not finite. This test process is the operator."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ros_nodes import messages as m
+from ros_nodes.dds_transport import DdsTransport
+from ros_nodes.sim_bridge import REPORT_FILE, TRAJECTORY_FILE
+from ros_nodes.transport import QosKind
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_watchdog_emergency_and_bad_commands(tmp_path):
+    dom = 100 + (os.getpid() * 7 + 11) % 120
+    env = {**os.environ, "ROS_DOMAIN_ID": str(dom), "SWARM_RL_TRANSPORT": "dds"}
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "ros_nodes.sim_bridge", "--ros-args", "-p", "drones:=3",
+         "-p", "scenario:=hover", "-p", "control_rate_hz:=50", "-p", "duration_s:=6.0",
+         "-p", f"report_dir:={tmp_path}"], env=env, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t = DdsTransport("operator", domain_id=dom)
+    cmd = [t.create_publisher(m.TwistStamped, f"/cf{i}/cmd_velocity_world", QosKind.COMMAND)
+           for i in (1, 2, 3)]
+    emergency = t.create_publisher(m.Empty, "/cf1/emergency", QosKind.EVENTS)
+    odom_seen: list[float] = []
+    odom = t.create_subscription(m.Odometry, "/cf3/odom",
+                                 lambda o: odom_seen.append(o.pose.pose.position.z),
+                                 QosKind.SENSOR)
+    try:
+        t.spin_until(lambda: len(odom_seen) > 5 and t.matched(emergency) > 0, 30.0)
+        assert odom_seen, bridge.stderr.read() if bridge.poll() is not None else "no odometry"
+        start = time.monotonic()
+        sent_emergency = False
+        while bridge.poll() is None and time.monotonic() - start < 30:
+            now = time.time()
+            cmd[0].publish(m.twist_stamped(now, [0.0, 0.0, 0.0], 0.0))
+            cmd[1].publish(m.twist_stamped(now, [np.nan, 0.0, 0.0], 0.0))  # rejected
+            if time.monotonic() - start < 1.0:  # cf3 commanded for 1 s, then silence
+                cmd[2].publish(m.twist_stamped(now, [0.0, 0.0, 0.2], 0.0))
+            elif not sent_emergency:
+                emergency.publish(m.Empty())
+                sent_emergency = True
+            t.spin_until(lambda: False, 0.02)
+        assert bridge.wait(timeout=30) == 0, bridge.stderr.read()
+    finally:
+        t.close()
+        if bridge.poll() is None:
+            bridge.kill()
+    report = json.loads((tmp_path / REPORT_FILE).read_text())
+    with np.load(tmp_path / TRAJECTORY_FILE) as traj:
+        z = traj["positions_m"][:, :, 2]
+    assert report["emergency"] == [True, False, False]
+    assert z[-1, 0] < 0.1, "cf1's motors were cut: it fell"
+    assert report["bad_commands"][1] > 50 and report["commands"][1] == 0
+    assert report["watchdog_hover"][1] == 1 and report["watchdog_land"][1] == 1
+    assert report["watchdog_land"][2] == 1, "cf3: silent after 1 s -> hover -> land"
+    assert z[-1, 2] < z[50, 2] - 0.5, "and it descended"
+    assert abs(z[-1, 1] - z[0, 1]) > 0.5 and z[-1, 1] < z[0, 1], "cf2 (never commanded) landed"
