@@ -30,9 +30,8 @@ def test_watchdog_emergency_and_bad_commands(tmp_path):
            for i in (1, 2, 3)]
     emergency = t.create_publisher(m.Empty, "/cf1/emergency", QosKind.EVENTS)
     odom_seen: list[float] = []
-    odom = t.create_subscription(m.Odometry, "/cf3/odom",
-                                 lambda o: odom_seen.append(o.pose.pose.position.z),
-                                 QosKind.SENSOR)
+    t.create_subscription(m.Odometry, "/cf3/odom",
+                          lambda o: odom_seen.append(o.pose.pose.position.z), QosKind.SENSOR)
     try:
         t.spin_until(lambda: len(odom_seen) > 5 and t.matched(emergency) > 0, 30.0)
         assert odom_seen, bridge.stderr.read() if bridge.poll() is not None else "no odometry"
