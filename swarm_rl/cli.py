@@ -192,6 +192,24 @@ def bench_runtime(
         emit_json(report)
 
 
+@bench_app.command("graph")
+def bench_graph(
+    robots: Annotated[str, typer.Option(help="Swarm sizes, comma-separated.")] = "8,16,32,48",
+    processes: Annotated[int, typer.Option(min=1, help="robot_node processes the robots are "
+                                           "split over.")] = 2,
+    rate: Annotated[int, typer.Option(min=1, help="Control rate (Hz).")] = 50,
+    seconds: Annotated[float, typer.Option(min=1.0, help="Simulated seconds per size.")] = 10.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """The node graph over DDS in real time: state-to-command latency, largest real-time swarm."""
+    from ros_nodes.bench_graph import format_table, run_bench
+
+    report = run_bench(_counts(robots, "--robots", "8,16,32"), processes, rate, seconds)
+    typer.echo(format_table(report))
+    if as_json:
+        emit_json(report)
+
+
 @bench_app.command("train")
 def bench_train(
     preset: Annotated[str, typer.Option(help="Training preset to time.")] = "swap_goals_8",
