@@ -66,7 +66,7 @@ class MRTAConfig:
     motion: str = "kinematic"
     """``kinematic``: velocity-limited points with a separation rule (training, fast);
     ``drones``: fly every decision step on the simulated Crazyflies (sim physics, velocity
-    controller, CBF shield); see :mod:`sim.mrta.flight`."""
+    controller, CBF shield); see :mod:`swarm_rl.mrta.flight`."""
     task_slots: int = 10
     """Tasks in a robot's observation (its current target first, then nearest visible)."""
     neighbour_slots: int = 6

@@ -2,9 +2,10 @@
 
 One decision step: every robot picks a target (an observation slot, or "no task" = explore);
 targets it may not change (revision off) are kept; intentions are published (target and
-planned path); robots fly for ``decision_dt_s`` (:mod:`sim.mrta.motion`, or the simulated
-drones, :mod:`sim.mrta.flight`); the coalition rule pays the team (:mod:`sim.mrta.coalition`);
-completed tasks are replaced (:mod:`sim.mrta.tasks`). Robots without a target fly to an
+planned path); robots fly for ``decision_dt_s`` (:mod:`sim.mrta.motion`, or a ``flight``
+backend such as the simulated drones of :mod:`swarm_rl.mrta.flight`); the coalition rule
+pays the team (:mod:`sim.mrta.coalition`); completed tasks are replaced
+(:mod:`sim.mrta.tasks`). Robots without a target fly to an
 exploration waypoint drawn uniformly where tasks appear, and draw a new one on arrival.
 
 Intentions in the simulator are delivered without loss or delay within ``comm_range_m``; a
@@ -55,8 +56,9 @@ class MRTAVecEnv:
         self.rngs = [np.random.default_rng([seed, e]) for e in range(num_envs)]
         self.flight = flight
         if cfg.motion == "drones" and flight is None:
-            from sim.mrta.flight import DroneFlight
-            self.flight = DroneFlight(cfg, num_envs)
+            raise ValueError("flight: motion 'drones' needs a flight backend, e.g. "
+                             "swarm_rl.mrta.flight.DroneFlight(cfg, num_envs) (the shield "
+                             "lives in swarm_rl.runtime, which sim does not import)")
         self.step_count = 0
         self.tasks: TaskTable | None = None
 
@@ -86,7 +88,7 @@ class MRTAVecEnv:
         self.episode_by_level = np.zeros((self.num_envs, LEVELS), int)
         self.episode_travel = np.zeros((self.num_envs, self.num_robots))
         if self.flight is not None:
-            self.flight.reset(self.robot_xy, self.rngs)
+            self.flight.reset(self.robot_xy)
         self.last_obs = self.observe()
         return self.last_obs
 

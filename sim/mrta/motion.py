@@ -8,7 +8,7 @@ equivalent of the CBF shield's pairwise barrier, which in the flown system keeps
 distance (``ShieldConfig.safety_distance_m``). Robots are confined to the world box.
 
 ``motion: drones`` in the config flies the same decisions on the simulated Crazyflies
-instead (:mod:`sim.mrta.flight`).
+instead (:mod:`swarm_rl.mrta.flight`).
 """
 from __future__ import annotations
 

@@ -4,7 +4,9 @@ ablations, on MRTA presets; the logic behind ``swarm-rl eval --scenario mrta_...
 An :data:`Allocator` maps the environment's state and observations to every robot's target
 (task-table slot, -1: no task). The learned policy and greedy choose from the observation
 alone; the market reads the positions its project managers would hear (see
-:mod:`sim.mrta.allocators`).
+:mod:`sim.mrta.allocators`). A preset with ``motion: drones`` (``mrta_paper_drones``) flies
+every decision on the simulated Crazyflies under the CBF shield (:mod:`swarm_rl.mrta.flight`;
+slow: minutes per handful of episodes).
 
 Seeds: ``seeds`` evaluation seeds S = seed, seed + 1, ...; episode k of seed S draws from its
 own generator ``swarm_rl.evaluate.episode_rng(S + 10_000 k)`` (the same convention as the
@@ -94,7 +96,12 @@ def run_method(method: Method, seeds: list[int], episodes: int,
     per_seed: dict[str, list[float]] = {k: [] for k in METRICS}
     per_episode: dict[str, list[np.ndarray]] = {k: [] for k in METRICS}
     start = time.perf_counter()
-    env = MRTAVecEnv(method.cfg, episodes)
+    flight = None
+    if method.cfg.motion == "drones":
+        from swarm_rl.mrta.flight import DroneFlight
+
+        flight = DroneFlight(method.cfg, episodes)
+    env = MRTAVecEnv(method.cfg, episodes, flight=flight)
     bar = tqdm(total=len(seeds) * episodes, unit="ep", desc=f"eval {method.label}",
                leave=False, disable=None if progress is None else not progress)
     with bar:

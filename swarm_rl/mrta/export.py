@@ -11,6 +11,7 @@ an onnxruntime parity check run before the file is written atomically.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,10 @@ def export_task_policy(checkpoint: str | Path, out: str | Path) -> dict[str, Any
     load_module_state(actor, data["actor"], "actor", path)
     actor.eval()
     buffer = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The legacy exporter is chosen on purpose (module docstring), as in swarm_rl.export.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(actor, (torch.zeros(2, layout.dim),), buffer, dynamo=False,
                           opset_version=17, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME],

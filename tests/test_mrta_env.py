@@ -1,0 +1,124 @@
+"""The MRTA world: presets, config errors, determinism, motion and the observation's
+intention features (sim/mrta/)."""
+import numpy as np
+import pytest
+
+from sim.errors import ConfigError
+from sim.mrta.allocators import greedy_actions
+from sim.mrta.config import MRTAConfig, load_mrta_env
+from sim.mrta.env import MRTAVecEnv
+from sim.mrta.observation import TASK_FEATS, MRTALayout
+from swarm_rl.evaluate import episode_rng
+
+
+def test_mrta_paper_preset_mirrors_the_seed_paper():
+    cfg = load_mrta_env("mrta_paper")
+    assert cfg.world_size_m == (20.0, 20.0) and cfg.num_robots == 10
+    assert cfg.initial_tasks == [4, 3, 3] and cfg.decision_steps == 100
+    assert (cfg.view_range_m, cfg.comm_range_m, cfg.intention_discount) == (5.0, 8.0, 0.67)
+    assert cfg.task_mode == "respawn"
+    for name, rate in (("mrta_paper_arrival_001", 0.01), ("mrta_paper_arrival_004", 0.04)):
+        arr = load_mrta_env(name)
+        assert arr.task_mode == "arrival" and arr.arrival_rate == rate
+        assert arr.arrival_region_m == (0.0, 0.0, 10.0, 10.0)  # one 10 x 10 quadrant
+
+
+@pytest.mark.parametrize("env_text, field", [
+    ("  view_range_m: -1.0\n", "env.view_range_m"),
+    ("  task_mode: sometimes\n", "env.task_mode"),
+    ("  colour: blue\n", "env.colour"),
+    ("  initial_tasks: [1, 2]\n", "env.initial_tasks"),
+    ("  num_robots: 2.5\n", "env.num_robots"),
+])
+def test_bad_preset_fields_are_named(tmp_path, env_text, field):
+    path = tmp_path / "bad.yaml"
+    path.write_text("kind: mrta\nenv:\n" + env_text)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_mrta_env(path)
+
+
+def test_bad_train_field_is_named(tmp_path):
+    from swarm_rl.mrta.config import load_mrta_preset
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("kind: mrta\nenv:\n  num_robots: 4\ntrain:\n  ppo:\n    lr: -1.0\n")
+    with pytest.raises(ConfigError, match=r"ppo\.lr"):
+        load_mrta_preset(path)
+    with pytest.raises(ConfigError, match=r"ppo\.gamma"):
+        load_mrta_preset("mrta_small", ["ppo.gamma=2"])
+
+
+def run_greedy(cfg, seeds):
+    env = MRTAVecEnv(cfg, len(seeds))
+    obs = env.reset([episode_rng(s) for s in seeds])
+    while True:
+        step = env.step(greedy_actions(obs.obs, env.layout))
+        obs = step.obs
+        if step.done:
+            return step.info["episode"]
+
+
+def test_an_episode_depends_on_its_seed_only():
+    cfg = load_mrta_env("mrta_small")
+    together = run_greedy(cfg, [5, 6, 7])
+    alone = run_greedy(cfg, [6])
+    assert together["return"][1] == alone["return"][0]
+    assert together["travel_per_robot_m"][1] == alone["travel_per_robot_m"][0]
+    assert run_greedy(cfg, [6])["return"][0] == alone["return"][0]
+
+
+def test_robots_keep_their_separation_and_still_form_a_level_three_coalition():
+    cfg = MRTAConfig(world_size_m=(10.0, 10.0), num_robots=3, initial_tasks=[0, 0, 1],
+                     max_tasks=2, task_mode="arrival", arrival_rate=0.0,
+                     arrival_region_m=(-5.0, -5.0, 5.0, 5.0), decision_steps=12,
+                     view_range_m=20.0, comm_range_m=20.0, task_slots=2,
+                     neighbour_slots=2).validate()
+    env = MRTAVecEnv(cfg, 1)
+    env.reset([0])
+    env.robot_xy[0] = [[-4.0, -4.0], [4.0, -4.0], [0.0, 4.0]]
+    env.tasks.xy[0, 0] = [0.0, 0.0]
+    total, closest = 0.0, np.inf
+    for _ in range(8):
+        step = env.step_targets(np.where(env.tasks.active[:, :1], 0, -1).repeat(3, axis=1))
+        total += step.reward[0]
+        d = np.linalg.norm(env.robot_xy[0, :, None] - env.robot_xy[0, None], axis=-1)
+        closest = min(closest, d[~np.eye(3, dtype=bool)].min())
+        if total:
+            break
+    assert total == 9.0
+    assert closest >= cfg.separation_m - 1e-6
+
+
+def test_intention_features_count_neighbours_heading_to_a_task_and_vanish_without_sharing():
+    base = dict(world_size_m=(10.0, 10.0), num_robots=2, initial_tasks=[0, 1, 0], max_tasks=2,
+                task_mode="arrival", arrival_rate=0.0, arrival_region_m=(-5.0, -5.0, 5.0, 5.0),
+                view_range_m=5.0, comm_range_m=8.0, task_slots=2, neighbour_slots=1)
+    for sharing in (True, False):
+        cfg = MRTAConfig(intention_sharing=sharing, **base).validate()
+        env = MRTAVecEnv(cfg, 1)
+        env.reset([0])
+        env.robot_xy[0] = [[0.0, 0.0], [3.2, 0.0]]
+        env.tasks.xy[0, 0] = [1.0, 0.0]
+        env.target[0] = [-1, 0]  # robot 2 heads to the task, 2.2 m away: eta 3 steps
+        obs = env.observe().obs[0, 0]
+        layout = MRTALayout.of(cfg)
+        task0 = obs[layout.slices["tasks"]].reshape(2, TASK_FEATS)[0]
+        nb = obs[layout.slices["neighbours"]].reshape(1, 6)[0]
+        if sharing:
+            assert task0[7] == pytest.approx(0.67 ** 3)
+            assert task0[8] == pytest.approx(1 / 3) and task0[9] == pytest.approx(1 / 3)
+            assert nb[2] == 1.0 and nb[3] == pytest.approx(1.0 / 8.0)
+        else:
+            assert task0[7] == task0[8] == 0.0 and task0[9] == pytest.approx(2 / 3)
+            assert nb[2] == nb[3] == nb[5] == 0.0
+        assert nb[0] == pytest.approx(3.2 / 8.0)  # positions come with odometry either way
+
+
+def test_a_masked_choice_is_refused():
+    env = MRTAVecEnv(load_mrta_env("mrta_small"), 1)
+    obs = env.reset([1])
+    bad = np.argmin(obs.action_mask, axis=-1)  # an illegal slot where one exists
+    if obs.action_mask[0, 0, bad[0, 0]]:
+        pytest.skip("every slot legal in this draw")
+    with pytest.raises(ValueError, match="action mask"):
+        env.step(bad)

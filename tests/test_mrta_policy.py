@@ -1,0 +1,84 @@
+"""The learned task policy: a short training run improves the return; ONNX export runs
+without torch with the same choices; resume continues a run exactly."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sim.mrta.config import load_mrta_env
+from swarm_rl.errors import PolicyFileError, PolicyMismatchError
+from swarm_rl.mrta.config import load_mrta_preset
+from swarm_rl.mrta.evaluate import Method, chooser_allocator, run_method
+from swarm_rl.mrta.export import export_task_policy
+from swarm_rl.mrta.onnx_policy import TaskPolicy
+from swarm_rl.mrta.train import MRTATrainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torch_chooser(actor):
+    def choose(obs):
+        with torch.no_grad():
+            return actor(torch.from_numpy(np.ascontiguousarray(obs))).argmax(-1).numpy()
+    return choose
+
+
+def mean_return(chooser, cfg, episodes=64):
+    method = Method("p", chooser_allocator(chooser), cfg)
+    return run_method(method, [0], episodes, progress=False).row("return")["mean"]
+
+
+def test_short_training_run_improves_the_return_and_exports_to_onnx(tmp_path):
+    cfg = load_mrta_preset("mrta_small")  # 64,000 decisions: 25 updates
+    trainer = MRTATrainer(cfg, tmp_path / "run")
+    before = mean_return(torch_chooser(trainer.actor), cfg.env)
+    trainer.train(progress_bar=False)
+    after = mean_return(torch_chooser(trainer.actor), cfg.env)
+    assert after > before + 5.0, (before, after)
+    summary = export_task_policy(tmp_path / "run", tmp_path / "p.onnx")
+    assert summary["parity_max_abs_error"] < 1e-4
+    policy = TaskPolicy(tmp_path / "p.onnx")
+    assert policy.metadata["preset"] == "mrta_small" and policy.intention_sharing
+    assert mean_return(policy, cfg.env) == after  # same choices without torch
+    progress = (tmp_path / "run" / "progress.jsonl").read_text().splitlines()
+    assert len(progress) == 25
+
+
+def test_policy_refuses_what_it_does_not_fit(tmp_path):
+    cfg = load_mrta_preset("mrta_small", ["total_steps=100", "ppo.num_envs=2"])
+    trainer = MRTATrainer(cfg, tmp_path / "run")
+    trainer.train(progress_bar=False)
+    export_task_policy(tmp_path / "run", tmp_path / "p.onnx")
+    policy = TaskPolicy(tmp_path / "p.onnx")
+    with pytest.raises(PolicyMismatchError, match="view_range_m.*task_slots|task_slots"):
+        policy.check_compatible(load_mrta_env("mrta_paper"))
+    with pytest.raises(PolicyFileError, match="not a task-allocation policy"):
+        TaskPolicy(REPO / "policies" / "formation_velocity_8.onnx")
+    with pytest.raises(ValueError, match="NaN"):
+        policy(np.full((1, policy.layout.dim), np.nan, np.float32))
+
+
+def test_resume_continues_the_run_exactly(tmp_path):
+    args = ["ppo.num_envs=2", "total_steps=160"]
+    straight = MRTATrainer(load_mrta_preset("mrta_small", args), tmp_path / "a")
+    straight.train(progress_bar=False)
+    half = MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", "total_steps=80"]),
+                       tmp_path / "b")
+    half.train(progress_bar=False)
+    resumed = MRTATrainer.resume(tmp_path / "b", total_steps=160)
+    resumed.train(progress_bar=False)
+    for (name, a), b in zip(straight.actor.state_dict().items(),
+                            resumed.actor.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_deploy_side_imports_neither_torch_nor_pybullet():
+    code = ("import sys, sim.mrta.decide, sim.mrta.env, swarm_rl.mrta.onnx_policy; "
+            "bad = [m for m in ('torch', 'pybullet') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
