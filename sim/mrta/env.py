@@ -23,7 +23,7 @@ import numpy as np
 from sim.mrta.coalition import NO_TARGET, complete
 from sim.mrta.config import LEVELS, MRTAConfig
 from sim.mrta.intention import path_steps
-from sim.mrta.motion import fly_kinematic
+from sim.mrta.motion import FlightBackend, fly_kinematic
 from sim.mrta.observation import MRTALayout, MRTAObservation, observe
 from sim.mrta.tasks import TaskTable, initial_tasks, region_box, replenish, world_box
 from sim.scenarios import sample_separated
@@ -47,7 +47,7 @@ class MRTAVecEnv:
     """E MRTA episodes in lock-step; robot positions are ENU (x, y) at ``flight_height_m``."""
 
     def __init__(self, cfg: MRTAConfig, num_envs: int = 1, seed: int = 0,
-                 flight: object | None = None) -> None:
+                 flight: FlightBackend | None = None) -> None:
         cfg.validate()
         if num_envs < 1:
             raise ValueError(f"num_envs: must be >= 1, got {num_envs}")

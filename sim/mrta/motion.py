@@ -12,11 +12,25 @@ instead (:mod:`swarm_rl.mrta.flight`).
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from sim.mrta.config import MRTAConfig
 
 _SWEEPS = 2
+
+
+class FlightBackend(Protocol):
+    """What flies a decision step when the kinematic model does not (``motion: drones``):
+    positions (x, y) are ENU metres at the flight height, shaped (E, N, 2)."""
+
+    def reset(self, robot_xy: np.ndarray) -> None:
+        """Place the robots of fresh episodes."""
+
+    def fly(self, waypoint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fly ``decision_dt_s`` towards ``waypoint``; return positions and distance flown
+        (E, N) in metres."""
 
 
 def separate(xy: np.ndarray, separation_m: float) -> np.ndarray:

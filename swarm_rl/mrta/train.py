@@ -31,6 +31,7 @@ from tqdm import tqdm
 from sim.mrta.config import LEVELS
 from sim.mrta.env import MRTAStep, MRTAVecEnv
 from sim.mrta.observation import MRTAObservation
+from swarm_rl import files
 from swarm_rl.files import json_safe
 from swarm_rl.models import RunningNorm
 from swarm_rl.mrta.config import MRTATrainConfig, mrta_train_config_from_dict
@@ -130,8 +131,7 @@ class MRTATrainer:
         self.wall_s = 0.0
         self.obs = self.env.reset()
         self.recent: list[dict[str, float]] = []
-        (self.out_dir / "config.json").write_text(json.dumps(json_safe(cfg.to_dict()),
-                                                             indent=2) + "\n")
+        files.write_json(self.out_dir / "config.json", cfg.to_dict())
 
     def _global(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Critic state repeated for each agent: (E N, N, 5), (E N, M, 7), (E N, M)."""
