@@ -3,7 +3,8 @@
 Per policy: the host check (gcc, max |C - reference| over the observations), the target check
 (Cortex-M4F image under QEMU netduinoplus2, same comparison) and the figures the issue sets
 targets for: flash (.text + .rodata, libm routines included), RAM (.data + .bss + measured
-stack) and multiply-accumulates per inference. The caller supplies the observations and the
+stack) and multiply-accumulates per inference, plus the instructions one inference executes
+in the emulator. The caller supplies the observations and the
 reference actions (onnxruntime in ``swarm_rl.cli``), so this module imports onnx and numpy
 only.
 """
@@ -23,6 +24,8 @@ from firmware_export.check import (HOST_CC, QEMU, TARGET_CC, build_host, build_t
 from firmware_export.codegen import generate
 from firmware_export.graph import Network, lower
 
+CLOCK_HZ = 168_000_000
+"""The Crazyflie 2.x's STM32F405 core clock."""
 PARITY_TOL = 1e-5
 """Largest |C - onnxruntime| action difference the checks accept."""
 TARGETS = {"flash_bytes": 32 * 1024, "ram_bytes": 8 * 1024, "macs": 10_000,
@@ -73,9 +76,12 @@ def bench_policy(path: Path, obs: np.ndarray, reference: np.ndarray, workdir: Pa
         checks = {"macs": net.macs, "max_abs_error": host_err}
     else:
         build = build_target(sources, workdir / "target")
-        actions, stack = build.run(obs)
+        run = build.run(obs)
+        stack = run.stack_bytes
         row.update({
-            "target_max_abs_error": max_abs_error(actions, reference),
+            "target_max_abs_error": max_abs_error(run.actions, reference),
+            "instructions": run.instructions, "instructions_max": run.instructions_max,
+            "cpu_share_at_500hz_lower_bound": run.instructions_max * 500 / CLOCK_HZ,
             "flash_bytes": build.flash_bytes, "text_bytes": build.text_bytes,
             "rodata_bytes": build.rodata_bytes, "libm_bytes": build.libm_bytes,
             "ram_bytes": build.ram_bytes(stack), "data_bytes": build.data_bytes,
@@ -109,11 +115,13 @@ def format_table(report: dict[str, Any]) -> str:
     def num(value: Any, fmt: str) -> str:
         return "n/a" if value is None else format(value, fmt)
 
-    header = ("policy", "MACs", "flash B", "RAM B", "stack B", "host err", "target err",
-              "targets")
+    header = ("policy", "MACs", "instr", "instr max", "flash B", "RAM B", "stack B", "host err",
+              "target err", "targets")
     lines = [header]
     for r in report["policies"]:
-        lines.append((Path(r["policy"]).name, f"{r['macs']:,}", num(r.get("flash_bytes"), ","),
+        lines.append((Path(r["policy"]).name, f"{r['macs']:,}", num(r.get("instructions"), ","),
+                      num(r.get("instructions_max"), ","),
+                      num(r.get("flash_bytes"), ","),
                       num(r.get("ram_bytes"), ","), num(r.get("stack_bytes"), ","),
                       f"{r['host_max_abs_error']:.1e}", num(r.get("target_max_abs_error"), ".1e"),
                       "ok" if r["within_targets"] else "MISSED"))
@@ -123,6 +131,8 @@ def format_table(report: dict[str, Any]) -> str:
     t = report["targets"]
     text.append(f"targets: flash <= {t['flash_bytes']:,} B, RAM <= {t['ram_bytes']:,} B, "
                 f"MACs <= {t['macs']:,}, max abs error <= {t['max_abs_error']:g}")
+    text.append("instr: instructions per inference on the emulated Cortex-M4 (QEMU -icount), "
+                "mean and max; cycles are more (float loads, branches, divides)")
     skipped = {r["target_skipped"] for r in report["policies"] if "target_skipped" in r}
     if skipped:
         text.append(f"emulator check skipped: {'; '.join(sorted(skipped))}")

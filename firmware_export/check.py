@@ -10,7 +10,8 @@ numpy only.
 Target figures (:class:`TargetBuild`): flash = ``.text`` + ``.rodata`` of the network's
 object plus the libm routines it pulls into the linked image (from the linker map); RAM =
 ``.data`` + ``.bss`` of the object plus the stack one inference uses, measured in the emulator
-by stack painting (``-DHARNESS_STACK_PAINT``).
+by stack painting (``-DHARNESS_STACK_PAINT``); instructions per inference counted with SysTick
+under ``qemu -icount shift=0`` (``-DHARNESS_SYSTICK``).
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ TARGET_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-Wdouble-promotion"
                  "-ffunction-sections", "-fdata-sections", *CPU_FLAGS)
 QEMU_MACHINE = "netduinoplus2"
 """QEMU's Netduino Plus 2 board: an STM32F405RG, the Crazyflie 2.x's MCU."""
+QEMU_SYSCLK_HZ = 168_000_000
+"""netduinoplus2's system clock in QEMU, which drives SysTick with CLKSOURCE = processor."""
 HARNESS_FILES = ("harness.c", "startup_m4.c", "stm32f405.ld")
 
 
@@ -128,6 +131,22 @@ def _define(sources: CSources, name: str) -> int:
 
 
 @dataclass
+class TargetRun:
+    """What one emulator run measured."""
+
+    actions: np.ndarray
+    """(n, action_dim) float32."""
+    stack_bytes: int
+    """Stack one inference uses (painted and scanned)."""
+    instructions: int
+    """Instructions executed per inference, mean over the observations (SysTick under QEMU
+    -icount shift=0). Not cycles: on the Cortex-M4 a float load or a taken branch takes
+    more than one cycle, a divide 14."""
+    instructions_max: int
+    """The most any one inference executed."""
+
+
+@dataclass
 class TargetBuild:
     """The emulator image of one network, with its size on the Cortex-M4F (bytes)."""
 
@@ -152,21 +171,25 @@ class TargetBuild:
         """``.data`` + ``.bss`` (the arena) + the measured stack of one inference."""
         return self.data_bytes + self.bss_bytes + stack_bytes
 
-    def run(self, obs: np.ndarray, timeout_s: float = 300.0) -> tuple[np.ndarray, int]:
-        """(actions (n, action_dim), stack bytes of one inference) from running the image
-        in QEMU on observations (n, obs_dim)."""
+    def run(self, obs: np.ndarray, timeout_s: float = 300.0) -> TargetRun:
+        """Run the image in QEMU (``-icount shift=0``: one instruction = 1 ns of virtual
+        time) on observations (n, obs_dim)."""
         work = self.elf.parent
         n = _write_rows(work / "obs.f32", obs, self.obs_dim)
         act = work / "act.f32"
         act.unlink(missing_ok=True)
         proc = _run([QEMU, "-M", QEMU_MACHINE, "-nographic", "-monitor", "none",
-                     "-semihosting-config", "enable=on,target=native", "-kernel",
-                     self.elf.name], work, f"QEMU ({QEMU_MACHINE})", timeout_s)
-        match = re.search(r"harness: (\d+) inferences, stack (-?\d+) bytes", proc.stdout)
+                     "-semihosting-config", "enable=on,target=native", "-icount", "shift=0",
+                     "-kernel", self.elf.name], work, f"QEMU ({QEMU_MACHINE})", timeout_s)
+        match = re.search(r"harness: (\d+) inferences, stack (-?\d+) bytes, systick (-?\d+) "
+                          r"ticks, max (-?\d+)", proc.stdout)
         if not match or int(match.group(1)) != n:
             raise FirmwareExportError(f"QEMU ({QEMU_MACHINE}): the harness did not finish its "
                                       f"{n} inferences; output: {proc.stdout.strip()[-2000:]}")
-        return _read_rows(act, n, self.action_dim, "target harness"), int(match.group(2))
+        per_tick = 1e9 / QEMU_SYSCLK_HZ  # instructions per SysTick tick
+        return TargetRun(_read_rows(act, n, self.action_dim, "target harness"),
+                         int(match.group(2)), round(int(match.group(3)) * per_tick / max(n, 1)),
+                         round(int(match.group(4)) * per_tick))
 
 
 def _section_sizes(obj: Path, cwd: Path) -> dict[str, int]:
@@ -224,7 +247,8 @@ def build_target(sources: CSources, directory: Path) -> TargetBuild:
         (directory / name).write_text(_c_file(name))
     _run([TARGET_CC, *TARGET_CFLAGS, "-c", "swarm_policy.c", "-o", "swarm_policy.o"], directory,
          "target build (network)", 120.0)
-    _run([TARGET_CC, *TARGET_CFLAGS, "-DHARNESS_STACK_PAINT", '-DHARNESS_OBS_PATH="obs.f32"',
+    _run([TARGET_CC, *TARGET_CFLAGS, "-DHARNESS_STACK_PAINT", "-DHARNESS_SYSTICK",
+          '-DHARNESS_OBS_PATH="obs.f32"',
           '-DHARNESS_ACT_PATH="act.f32"', "-nostartfiles", "--specs=rdimon.specs",
           "-T", "stm32f405.ld", "-Wl,--gc-sections", "-Wl,-Map=target.map",
           "startup_m4.c", "harness.c", "swarm_policy.o", "-lm", "-o", "target.elf"],

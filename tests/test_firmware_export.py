@@ -428,8 +428,9 @@ def targets(shipped, actors, tmp_path_factory) -> dict[str, dict]:
         if obs.shape[0] < N_OBS:  # the same 10,000 for every model
             obs = random_observations(ObsLayout(int(m["net"].metadata["obs_neighbours_k"])),
                                       N_OBS, np.random.default_rng(5))
-        actions, stack = build.run(obs)
-        out[name] = {"build": build, "actions": actions, "stack": stack, "net": m["net"],
+        run = build.run(obs)
+        out[name] = {"build": build, "actions": run.actions, "stack": run.stack_bytes,
+                     "instructions": run.instructions, "net": m["net"],
                      "ref": ort_actions(m["path"], obs)}
     return out
 
@@ -448,6 +449,8 @@ def test_target_matches_onnxruntime_and_fits_the_budgets(targets, name):
                                                 generate(t["net"]).header).group(1))
     assert t["net"].macs <= TARGETS["macs"]
     assert "lib_a-sf_tanh.o" in build.libm_functions and build.libm_bytes > 0
+    # every MAC costs at least a load, a multiply and an add; tanhf is dozens of instructions
+    assert 3 * t["net"].macs < t["instructions"] < 40 * t["net"].macs
 
 
 def test_libm_usage_parses_a_linker_map():
@@ -654,3 +657,170 @@ def test_cli_bad_input_exits_2(tmp_path):
     proc = run_cli("export", "firmware", str(SHIPPED["hover_single_motors"]), "-o",
                    str(tmp_path / "y"), "--goal", "1,2")
     assert proc.returncode == 2 and "--goal" in proc.stderr
+
+
+# --- the firmware glue against the firmware API it uses ------------------------------------------
+# Declarations transcribed from bitcraze/crazyflie-firmware (src/modules/interface/*.h,
+# src/config/*.h, src/utils/interface/*.h; 2024-2025 master). No firmware checkout is
+# available offline, so this only proves swarm_app.c is well-typed C against those
+# signatures and structures, not that it links into the firmware.
+FIRMWARE_API = {
+    "app.h": "void appMain(void);\n",
+    "FreeRTOS.h": """#include <stdint.h>
+typedef uint32_t TickType_t;
+#define configTICK_RATE_HZ ((TickType_t)1000)
+#define M2T(X) ((unsigned int)(X) * (configTICK_RATE_HZ / 1000))
+#define T2M(X) ((unsigned int)(X) / (configTICK_RATE_HZ / 1000))
+""",
+    "task.h": """void vTaskDelay(const TickType_t xTicksToDelay);
+void vTaskDelayUntil(TickType_t *const pxPreviousWakeTime, const TickType_t xTimeIncrement);
+TickType_t xTaskGetTickCount(void);
+""",
+    "usec_time.h": "#include <stdint.h>\nuint64_t usecTimestamp(void);\n",
+    "debug.h": """void consolePrintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define DEBUG_PRINT(fmt, ...) consolePrintf(DEBUG_MODULE ": " fmt, ##__VA_ARGS__)
+""",
+    "stabilizer_types.h": """#include <stdbool.h>
+#include <stdint.h>
+typedef struct { float x; float y; float z; } Axis3f;
+typedef struct attitude_s { uint32_t timestamp; float roll; float pitch; float yaw; } attitude_t;
+struct vec3_s { uint32_t timestamp; float x; float y; float z; };
+typedef struct vec3_s point_t;
+typedef struct vec3_s velocity_t;
+typedef struct vec3_s acc_t;
+typedef struct vec3_s jerk_t;
+typedef struct quaternion_s {
+  uint32_t timestamp;
+  union { struct { float q0; float q1; float q2; float q3; };
+          struct { float x; float y; float z; float w; }; };
+} quaternion_t;
+typedef struct baro_s { float pressure; float temperature; float asl; } baro_t;
+typedef struct positionMeasurement_s {
+  union { struct { float x; float y; float z; }; float pos[3]; };
+  float stdDev;
+} positionMeasurement_t;
+typedef struct sensorData_s {
+  Axis3f acc; Axis3f gyro; Axis3f mag; baro_t baro; uint64_t interruptTimestamp;
+} sensorData_t;
+typedef struct state_s {
+  attitude_t attitude; quaternion_t attitudeQuaternion; point_t position;
+  velocity_t velocity; acc_t acc;
+} state_t;
+#define STABILIZER_NR_OF_MOTORS 4
+typedef enum control_mode_e {
+  controlModeLegacy = 0, controlModeForceTorque = 1, controlModeForce = 2,
+} control_mode_t;
+typedef struct control_s {
+  union {
+    struct { int16_t roll; int16_t pitch; int16_t yaw; float thrust; };
+    struct { float thrustSi; union { float torque[3];
+                                     struct { float torqueX; float torqueY; float torqueZ; }; };
+    };
+    float normalizedForces[STABILIZER_NR_OF_MOTORS];
+  };
+  control_mode_t controlMode;
+} control_t;
+typedef enum mode_e { modeDisable = 0, modeAbs, modeVelocity } stab_mode_t;
+typedef struct setpoint_s {
+  uint32_t timestamp;
+  attitude_t attitude; attitude_t attitudeRate; quaternion_t attitudeQuaternion;
+  float thrust; point_t position; velocity_t velocity; acc_t acceleration; jerk_t jerk;
+  bool velocity_body;
+  struct { stab_mode_t x; stab_mode_t y; stab_mode_t z; stab_mode_t roll; stab_mode_t pitch;
+           stab_mode_t yaw; stab_mode_t quat; } mode;
+} setpoint_t;
+typedef uint32_t stabilizerStep_t;
+#define RATE_1000_HZ 1000
+#define RATE_MAIN_LOOP RATE_1000_HZ
+#define RATE_DO_EXECUTE(RATE_HZ, TICK) ((TICK % (RATE_MAIN_LOOP / RATE_HZ)) == 0)
+""",
+    "commander.h": """#include "stabilizer_types.h"
+#define COMMANDER_PRIORITY_DISABLE 0
+#define COMMANDER_PRIORITY_HIGHLEVEL 1
+#define COMMANDER_PRIORITY_CRTP 2
+#define COMMANDER_PRIORITY_EXTRX 3
+void commanderSetSetpoint(setpoint_t *setpoint, int priority);
+void commanderNotifySetpointsStop(int remainValidMillis);
+""",
+    "controller.h": """#include "stabilizer_types.h"
+void controllerOutOfTreeInit(void);
+bool controllerOutOfTreeTest(void);
+void controllerOutOfTree(control_t *control, const setpoint_t *setpoint,
+                         const sensorData_t *sensors, const state_t *state,
+                         const stabilizerStep_t stabilizerStep);
+""",
+    "controller_pid.h": """#include "stabilizer_types.h"
+void controllerPidInit(void);
+bool controllerPidTest(void);
+void controllerPid(control_t *control, const setpoint_t *setpoint, const sensorData_t *sensors,
+                   const state_t *state, const stabilizerStep_t stabilizerStep);
+""",
+    "peer_localization.h": """#include "stabilizer_types.h"
+#define PEER_LOCALIZATION_MAX_NEIGHBORS 10
+typedef struct peerLocalizationOtherPosition_s {
+  uint8_t id;
+  point_t pos;
+} peerLocalizationOtherPosition_t;
+peerLocalizationOtherPosition_t *peerLocalizationGetPositionByIdx(uint8_t idx);
+""",
+    "log.h": """#include <stdint.h>
+typedef uint16_t logVarId_t;
+logVarId_t logGetVarId(const char *group, const char *name);
+float logGetFloat(logVarId_t varid);
+struct log_s { uint8_t type; const char *name; void *address; };
+#define LOG_UINT8 1
+#define LOG_UINT32 3
+#define LOG_FLOAT 7
+#define LOG_GROUP 0x80
+#define LOG_START 1
+#define LOG_STOP 0
+#define LOG_ADD(TYPE, NAME, ADDRESS) \\
+  { .type = TYPE, .name = #NAME, .address = (void *)(ADDRESS), },
+#define LOG_GROUP_START(NAME) \\
+  static const struct log_s __logs_##NAME[] __attribute__((section(".log." #NAME), used)) = { \\
+  { .type = LOG_GROUP | LOG_START, .name = #NAME, .address = 0, },
+#define LOG_GROUP_STOP(NAME) { .type = LOG_GROUP | LOG_STOP, .name = "stop_" #NAME, \\
+  .address = 0, }, };
+""",
+    "param.h": """#include <stdint.h>
+struct param_s { uint8_t type; uint8_t extended_type; const char *name; void *address; };
+#define PARAM_UINT8 0x08
+#define PARAM_UINT16 0x09
+#define PARAM_FLOAT 0x06
+#define PARAM_GROUP 0x80
+#define PARAM_START 1
+#define PARAM_STOP 0
+#define PARAM_ADD(TYPE, NAME, ADDRESS) \\
+  { .type = TYPE, .name = #NAME, .address = (void *)(ADDRESS), },
+#define PARAM_GROUP_START(NAME) \\
+  static const struct param_s __params_##NAME[] __attribute__((section(".param." #NAME), \\
+  used)) = { { .type = PARAM_GROUP | PARAM_START, .name = #NAME, .address = 0, },
+#define PARAM_GROUP_STOP(NAME) { .type = PARAM_GROUP | PARAM_STOP, .name = "stop_" #NAME, \\
+  .address = 0, }, };
+""",
+}
+
+
+@pytest.mark.skipif(bool(MISSING_TOOLS), reason="needs arm-none-eabi-gcc")
+@pytest.mark.parametrize("policy", list(SHIPPED))
+def test_app_glue_compiles_against_the_firmware_api(policy, tmp_path):
+    out = tmp_path / "app"
+    export_firmware(SHIPPED[policy], out)
+    api = tmp_path / "api"
+    api.mkdir()
+    for name, text in FIRMWARE_API.items():
+        (api / name).write_text(f"#pragma once\n{text}")
+    # warnings the firmware build treats as errors (out-of-tree apps report -Wdouble-promotion,
+    # -Wmissing-braces, -Wsign-compare, -Wunused-variable), in its gnu11 dialect
+    proc = subprocess.run(["arm-none-eabi-gcc", "-std=gnu11", "-Wall", "-Wextra", "-Werror",
+                           "-Wdouble-promotion", "-Wmissing-braces", "-mcpu=cortex-m4",
+                           "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-O2",
+                           "-I", str(api), "-c", "swarm_app.c", "-o", str(tmp_path / "app.o")],
+                          cwd=out / "src", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    symbols = subprocess.run(["arm-none-eabi-nm", str(tmp_path / "app.o")], capture_output=True,
+                             text=True, check=True).stdout
+    defined = set(re.findall(r" T (\w+)", symbols))
+    expected = {"appMain"} | ({"controllerOutOfTree", "controllerOutOfTreeInit",
+                               "controllerOutOfTreeTest"} if policy.endswith("motors") else set())
+    assert expected <= defined
