@@ -177,7 +177,7 @@ def export_firmware(policy: str | Path, out: str | Path, rate_hz: int | None = N
         "neighbours_k": int(meta["obs_neighbours_k"]),
         "rate_hz": rate,
         "macs": net.macs,
-        "params": sum(v.size for v in net.constants if v.size > 1),
+        "params": net.weights,
         "transcendentals": net.transcendentals,
         "onnx_ops": dict(sorted(net.op_counts.items())),
         "files": sorted(files),

@@ -65,7 +65,7 @@ def bench_policy(path: Path, obs: np.ndarray, reference: np.ndarray, workdir: Pa
         "policy": str(path), "action_mode": meta.get("action_mode"),
         "encoder": meta.get("encoder"), "neighbours_k": meta.get("obs_neighbours_k"),
         "obs_dim": net.obs_dim, "samples": int(obs.shape[0]), "macs": net.macs,
-        "params": sum(v.size for v in net.constants if v.size > 1),
+        "params": net.weights,
         "transcendentals": net.transcendentals, "arena_bytes": 4 * sources.arena_floats,
         "host_max_abs_error": host_err,
     }

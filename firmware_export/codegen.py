@@ -533,7 +533,7 @@ def generate(net: Network, prefix: str = "swarm_policy") -> CSources:
     em = _Emitter(net, prefix)
     em.emit()
     up = prefix.upper()
-    params = sum(v.size for v in net.constants if v.size > 1)
+    params = net.weights
     guard = f"{up}_H"
     provenance = [f" * {k}: {_comment(net.metadata[k])}" for k in
                   ("scenario", "model_preset", "encoder", "training_steps", "source_commit",

@@ -157,6 +157,11 @@ class Network:
         return self.output.size
 
     @property
+    def weights(self) -> int:
+        """Constant floats the C code stores as arrays (scalars become literals)."""
+        return sum(v.size for v in self.constants if v.size > 1)
+
+    @property
     def macs(self) -> int:
         """Multiply-accumulates per inference in matrix products (Gemm, MatMul)."""
         return sum(s.macs for s in self.steps)
@@ -202,10 +207,6 @@ def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset: int
     with np.errstate(all="ignore"):  # zeros fed for shape inference may divide by zero
         results = ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
     return [np.asarray(v) for v in results]
-
-
-def _as_float(value: np.ndarray) -> np.ndarray:
-    return np.asarray(value, dtype=np.float32)
 
 
 def _runs(index: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -402,11 +403,7 @@ def _lower_node(node: onnx.NodeProto, index: int, values: dict[str, Value],
     elif op in ("Softmax", "LogSoftmax"):
         axis = attrs.get("axis", -1)
         rank = len(data.shape)
-        axis = axis + rank if axis < 0 else axis
-        if opset < 13 and axis != rank - 1:
-            raise UnsupportedOperatorError(f"{where}: Softmax before opset 13 on a non-last "
-                                           "axis is not supported", op, label)
-        attrs = {"axis": axis}
+        attrs = {"axis": axis + rank if axis < 0 else axis}  # opset >= 13: one axis
     elif op == "LayerNormalization":
         rank = len(data.shape)
         axis = attrs.get("axis", -1)

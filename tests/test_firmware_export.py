@@ -258,6 +258,9 @@ def _zoo(rng: np.random.Generator) -> dict[str, tuple[list, list]]:
     cases["Gemm_transB_alpha_beta"] = (
         [_n("Gemm", ["obs", "w", "b"], "z", transB=1, alpha=0.5, beta=2.0)],
         [_c("w", w(7, D)), _c("b", w(1, 7))])
+    cases["Gemm_transA"] = ([_n("Transpose", ["obs"], "t", perm=[1, 0]),
+                             _n("Gemm", ["t", "w", "b"], "z", transA=1)],
+                            [_c("w", w(D, 6)), _c("b", w(6))])
     cases["Gemm_no_bias"] = ([_n("Gemm", ["obs", "w"], "z")], [_c("w", w(D, 5))])
     cases["MatMul"] = ([_n("MatMul", ["x4", "w"], "z")], [_c("w", w(4, 5))])
     cases["MatMul_batch_broadcast"] = ([_n("MatMul", ["x4", "w"], "z")], [_c("w", w(2, 4, 5))])
@@ -742,6 +745,10 @@ typedef uint32_t stabilizerStep_t;
 void commanderSetSetpoint(setpoint_t *setpoint, int priority);
 void commanderNotifySetpointsStop(int remainValidMillis);
 """,
+    "crtp_commander_high_level.h": """#include <stdbool.h>
+int crtpCommanderHighLevelGoTo(const float x, const float y, const float z, const float yaw,
+                               const float duration_s, const bool relative);
+""",
     "controller.h": """#include "stabilizer_types.h"
 void controllerOutOfTreeInit(void);
 bool controllerOutOfTreeTest(void);
@@ -764,8 +771,10 @@ typedef struct peerLocalizationOtherPosition_s {
 peerLocalizationOtherPosition_t *peerLocalizationGetPositionByIdx(uint8_t idx);
 """,
     "log.h": """#include <stdint.h>
+#include <stdbool.h>
 typedef uint16_t logVarId_t;
 logVarId_t logGetVarId(const char *group, const char *name);
+static inline bool logVarIdIsValid(logVarId_t varId) { return varId != 0xffffu; }
 float logGetFloat(logVarId_t varid);
 struct log_s { uint8_t type; const char *name; void *address; };
 #define LOG_UINT8 1

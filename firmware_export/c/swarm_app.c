@@ -14,7 +14,8 @@
  *     (CONFIG_CONTROLLER_OOT) in the stabilizer loop; normalisedForces[4] in [0, 1]; while
  *     disabled it is the stock PID controller, so take-off and landing work as usual;
  *   - velocity policy: the app task sends a world-frame velocity + yaw-rate setpoint to the
- *     commander; on disable it hands control back to the high-level commander.
+ *     commander; on disable it commands zero velocity, releases its setpoint priority and
+ *     asks the high-level commander to hold the current position.
  * A non-finite observation or action disables the policy (swarmPolicy.enable -> 0).
  */
 #include <math.h>
@@ -28,6 +29,7 @@
 #include "task.h"
 
 #include "commander.h"
+#include "crtp_commander_high_level.h"
 #include "log.h"
 #include "param.h"
 #include "peer_localization.h"
@@ -160,6 +162,22 @@ void controllerOutOfTree(control_t *control, const setpoint_t *setpoint,
 
 #else /* velocity policy */
 
+/* Stop flying the policy: hover (zero velocity), release the setpoint priority, and let the
+ * high-level commander hold the position it is told (a relative go-to of zero), so the
+ * ground can land or move the drone as usual. */
+static void handBack(setpoint_t *setpoint)
+{
+    memset(setpoint, 0, sizeof(*setpoint));
+    setpoint->mode.x = modeVelocity;
+    setpoint->mode.y = modeVelocity;
+    setpoint->mode.z = modeVelocity;
+    setpoint->mode.yaw = modeVelocity;
+    commanderSetSetpoint(setpoint, COMMANDER_PRIORITY_CRTP);
+    commanderNotifySetpointsStop(SWARM_APP_STOP_VALID_MS);
+    crtpCommanderHighLevelGoTo(0.0f, 0.0f, 0.0f, 0.0f, 1.0f, true);
+    active = 0;
+}
+
 void appMain(void)
 {
     const logVarId_t idX = logGetVarId("stateEstimate", "x");
@@ -175,6 +193,17 @@ void appMain(void)
     const logVarId_t idGx = logGetVarId("gyro", "x");
     const logVarId_t idGy = logGetVarId("gyro", "y");
     const logVarId_t idGz = logGetVarId("gyro", "z");
+    const logVarId_t ids[13] = {idX, idY, idZ, idVx, idVy, idVz, idQx, idQy, idQz, idQw,
+                                idGx, idGy, idGz};
+    for (int i = 0; i < 13; ++i) {
+        if (!logVarIdIsValid(ids[i])) {
+            DEBUG_PRINT("state log variable %d missing: the policy cannot run\n", i);
+            while (1) {
+                enable = 0;
+                vTaskDelay(M2T(1000));
+            }
+        }
+    }
     swarm_peers_reset(&tracker);
     DEBUG_PRINT("swarm policy (velocity, %d Hz): set swarmPolicy.enable=1 to fly it\n",
                 SWARM_APP_RATE_HZ);
@@ -184,8 +213,7 @@ void appMain(void)
         vTaskDelayUntil(&wake, M2T(1000 / SWARM_APP_RATE_HZ));
         if (!enable) {
             if (active) {
-                active = 0;
-                commanderNotifySetpointsStop(SWARM_APP_STOP_VALID_MS);
+                handBack(&setpoint);
             }
             continue;
         }
@@ -198,8 +226,7 @@ void appMain(void)
         };
         if (!policyStep(&own)) {
             if (active) {
-                active = 0;
-                commanderNotifySetpointsStop(SWARM_APP_STOP_VALID_MS);
+                handBack(&setpoint);
             }
             continue;
         }
