@@ -35,6 +35,7 @@ setup(
          sorted(glob("config/*.yaml") + glob("config/*.rviz"))),
         ("share/" + package_name + "/config/scenarios", sorted(glob("config/scenarios/*.yaml"))),
         ("share/" + package_name + "/config/train", sorted(glob("config/train/*.yaml"))),
+        ("share/" + package_name + "/config/mrta", sorted(glob("config/mrta/*.yaml"))),
         (
             "share/" + package_name + "/policies",
             sorted(glob("policies/*.onnx") + glob("policies/*.md")),
@@ -64,6 +65,7 @@ setup(
             "swarm-rl = swarm_rl.cli:main",
             "robot_node = ros_nodes.robot_node:main",
             "sim_bridge = ros_nodes.sim_bridge:main",
+            "task_server = ros_nodes.task_server:main",
         ],
     },
     zip_safe=True,

@@ -6,7 +6,9 @@ Starts ``sim_bridge`` (N simulated Crazyflies in PyBullet) and the robot nodes: 
 process hosting all robots (they share one subscription per topic: O(N) messages per tick).
 Arguments: ``robots``, ``policy`` (ONNX, velocity mode), ``scenario`` (a name or YAML path),
 ``shield`` (true/false), ``robots_per_process``, ``rviz`` (true/false), ``duration_s``
-(0: run until stopped). The same graph runs without ROS 2 as ``swarm-rl launch``.
+(0: run until stopped), ``mission`` (``goals``, or ``tasks``: a ``task_server`` with coalition
+tasks and each robot's task layer; ``task_preset``, ``task_policy``). The same graph runs
+without ROS 2 as ``swarm-rl launch``.
 """
 from pathlib import Path
 
@@ -25,6 +27,9 @@ ARGS = {
     "rviz": ("false", "Start RViz with config/swarm.rviz."),
     "duration_s": ("0.0", "Stop the simulation after this many seconds; 0: never."),
     "control_rate_hz": ("100", "Odometry / command rate (the shipped policies' rate)."),
+    "mission": ("goals", "goals: the scenario's goals; tasks: task_server + task layers."),
+    "task_preset": ("mrta_room_8", "tasks mission: MRTA preset name or YAML path."),
+    "task_policy": ("greedy", "tasks mission: greedy, or an exported task policy (.onnx)."),
 }
 
 
@@ -44,10 +49,22 @@ def _nodes(context):
     policy = arg["policy"] or str(share / "policies" / "formation_velocity_8.onnx")
     scenario = arg["scenario"] or str(share / "config" / "scenarios" / "circle_8.yaml")
     rate = int(arg["control_rate_hz"])
+    if arg["mission"] not in ("goals", "tasks"):
+        raise ValueError(f"mission:={arg['mission']}: expected goals or tasks")
+    tasks = arg["mission"] == "tasks"
+    preset = arg["task_preset"]
+    if tasks and not preset.endswith((".yaml", ".yml")):
+        preset = str(share / "config" / "mrta" / f"{preset}.yaml")
     nodes = [Node(package="swarm_rl", executable="sim_bridge", name="sim_bridge",
                   output="screen",
                   parameters=[{"drones": n, "scenario": scenario, "control_rate_hz": rate,
-                               "duration_s": float(arg["duration_s"])}])]
+                               "duration_s": float(arg["duration_s"]),
+                               "publish_goals": not tasks}])]
+    if tasks:
+        nodes.append(Node(package="swarm_rl", executable="task_server", name="task_server",
+                          output="screen", parameters=[{"robots": names, "preset": preset}]))
+    mission = ({"mission": "tasks", "task_preset": preset, "task_policy": arg["task_policy"]}
+               if tasks else {})
     per = int(arg["robots_per_process"]) or n
     for start in range(0, n, per):
         hosted = names[start:start + per]
@@ -57,7 +74,7 @@ def _nodes(context):
             output="screen",
             parameters=[{"robots": hosted, "swarm": names, "policy": policy,
                          "shield": _truthy(arg["shield"], "shield"),
-                         "control_rate_hz": float(rate)}]))
+                         "control_rate_hz": float(rate), **mission}]))
     if _truthy(arg["rviz"], "rviz"):
         nodes.append(Node(package="rviz2", executable="rviz2", name="rviz2",
                           arguments=["-d", str(share / "config" / "swarm.rviz")]))

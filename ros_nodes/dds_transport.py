@@ -62,6 +62,17 @@ def localhost_config(max_participants: int = MAX_PARTICIPANTS) -> str:
         "<Peers><Peer address=\"127.0.0.1\"/></Peers></Discovery></Domain></CycloneDDS>")
 
 
+_DOMAINS: dict[int, Domain] = {}
+"""Localhost-configured domains of this process: a domain is configured once, and every
+participant of the process on that domain shares the configuration."""
+
+
+def _localhost_domain(domain_id: int) -> Domain:
+    if domain_id not in _DOMAINS:
+        _DOMAINS[domain_id] = Domain(domain_id, localhost_config())
+    return _DOMAINS[domain_id]
+
+
 def dds_topic_name(ros_topic: str) -> str:
     """ROS topic ``/a/b`` -> DDS topic ``rt/a/b`` (ROS 2's prefix for topics)."""
     if not ros_topic.startswith("/") or "//" in ros_topic or ros_topic.endswith("/"):
@@ -151,7 +162,7 @@ class DdsTransport:
             raise ValueError(f"domain_id: must be in [0, 232] (ROS 2's range), got {domain_id}")
         self.name = name
         self.domain_id = domain_id
-        self._domain = Domain(domain_id, localhost_config()) if network == "localhost" else None
+        self._domain = _localhost_domain(domain_id) if network == "localhost" else None
         self.participant = DomainParticipant(domain_id)
         self.waitset = WaitSet(self.participant)
         self._topics: dict[str, Topic] = {}

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ros_nodes import messages as m
 from ros_nodes.sim_bridge import REPORT_FILE, TRAJECTORY_FILE
+from ros_nodes.task_server import REPORT_FILE as TASK_REPORT
 from ros_nodes.transport import QosKind, robot_topic
 from sim.errors import ConfigError
 from swarm_rl import files
@@ -65,6 +66,19 @@ class RobotsSection:
 
 
 @dataclass
+class MissionSection:
+    """The ``mission:`` block: where the robots' goals come from."""
+
+    kind: str = "goals"
+    """goals: the scenario's goals (sim_bridge); tasks: a task_server and each robot's task
+    layer (coalition tasks of an MRTA preset)."""
+    preset: str = "mrta_room_8"
+    """tasks: the MRTA preset (config/mrta/)."""
+    policy: str = "greedy"
+    """tasks: greedy, or an exported task policy (.onnx)."""
+
+
+@dataclass
 class DdsSection:
     domain_id: int = -1
     """DDS domain (ROS_DOMAIN_ID); -1: the environment's ROS_DOMAIN_ID, else 0."""
@@ -83,6 +97,7 @@ class LaunchConfig:
     out: str = "results/launch"
     sim: SimSection = field(default_factory=SimSection)
     robots: RobotsSection = field(default_factory=RobotsSection)
+    mission: MissionSection = field(default_factory=MissionSection)
     dds: DdsSection = field(default_factory=DdsSection)
 
     def validate(self, where: str) -> "LaunchConfig":
@@ -101,6 +116,10 @@ class LaunchConfig:
         need(self.robots.robots_per_process >= 0, "robots.robots_per_process", "must be >= 0")
         need(Path(self.robots.policy).is_file(), "robots.policy",
              f"no such file: {self.robots.policy}")
+        need(self.mission.kind in ("goals", "tasks"), "mission.kind",
+             f"must be goals or tasks, got {self.mission.kind!r}")
+        need(self.mission.policy == "greedy" or Path(self.mission.policy).is_file(),
+             "mission.policy", f"greedy or an existing .onnx file, got {self.mission.policy!r}")
         need(self.dds.network in ("localhost", "system"), "dds.network",
              f"must be localhost or system, got {self.dds.network!r}")
         need(-1 <= self.dds.domain_id <= 232, "dds.domain_id", "must be in [0, 232] or -1")
@@ -149,22 +168,33 @@ def policy_rate_hz(policy: str) -> int:
 
 
 def node_commands(cfg: LaunchConfig, out: Path) -> list[tuple[str, list[str]]]:
-    """(name, argv) of every process of the graph: the bridge first, then the robot hosts."""
+    """(name, argv) of every process of the graph: the bridge first, then the task server (a
+    tasks mission), then the robot hosts."""
     names = [f"cf{i + 1}" for i in range(cfg.sim.drones)]
     lockstep = cfg.sim.real_time_factor == 0
     rate_hz = cfg.sim.control_rate_hz or policy_rate_hz(cfg.robots.policy)
     bridge = {"drones": cfg.sim.drones, "scenario": cfg.sim.scenario, "seed": cfg.sim.seed,
               "backend": cfg.sim.backend, "control_rate_hz": rate_hz,
               "real_time_factor": cfg.sim.real_time_factor, "duration_s": cfg.duration_s,
-              "report_dir": str(out), "dds.network": cfg.dds.network, **cfg.sim.params}
+              "report_dir": str(out), "dds.network": cfg.dds.network,
+              "publish_goals": cfg.mission.kind == "goals", **cfg.sim.params}
     cmds = [("sim_bridge", [sys.executable, "-m", "ros_nodes.sim_bridge",
                             *_ros_args(bridge)])]
+    tasks = cfg.mission.kind == "tasks"
+    if tasks:
+        server = {"robots": names, "preset": cfg.mission.preset, "seed": cfg.sim.seed,
+                  "report_dir": str(out), "use_sim_time": lockstep,
+                  "dds.network": cfg.dds.network}
+        cmds.append(("task_server", [sys.executable, "-m", "ros_nodes.task_server",
+                                     *_ros_args(server)]))
     per = cfg.robots.robots_per_process or len(names)
     for start in range(0, len(names), per):
         hosted = names[start:start + per]
         robot = {"robots": hosted, "swarm": names, "policy": cfg.robots.policy,
                  "shield": cfg.robots.shield, "control_rate_hz": float(rate_hz),
                  "use_sim_time": lockstep, "dds.network": cfg.dds.network,
+                 **({"mission": "tasks", "task_preset": cfg.mission.preset,
+                     "task_policy": cfg.mission.policy} if tasks else {}),
                  **cfg.robots.params}
         if cfg.dds.loss or cfg.dds.delay_s:
             robot.update({"dds.loss": cfg.dds.loss, "dds.delay_s": cfg.dds.delay_s,
@@ -257,6 +287,7 @@ def run_launch(cfg: LaunchConfig, progress: bool | None = None,
     logs.mkdir(parents=True, exist_ok=True)
     interrupted = False
     try:
+        (out / TASK_REPORT).unlink(missing_ok=True)
         robots_first = node_commands(cfg, out)
         for name, argv in robots_first[1:] + robots_first[:1]:  # robots listen before t = 0
             with open(logs / f"{name}.log", "w") as log_file:
@@ -294,6 +325,11 @@ def run_launch(cfg: LaunchConfig, progress: bool | None = None,
     bridge_report = json.loads(report_path.read_text())
     summary = summarise(cfg, bridge_report, monitor.status, interrupted,
                         {n: p.returncode for n, p in procs})
+    if (out / TASK_REPORT).exists():
+        tasks = json.loads((out / TASK_REPORT).read_text())
+        summary.update({"tasks_completed_by_level": tasks["completed_by_level"],
+                        "task_return": tasks["return"], "task_preset": tasks["preset"],
+                        "success_rate": None, "final_distance_m": None})  # no fixed goals
     write_report(out, summary)
     return summary
 
@@ -355,6 +391,10 @@ def summary_markdown(s: dict[str, Any]) -> str:
              f"{fmt(s['latency_p50_ms'], '{:.2f}')} / {fmt(s['latency_p99_ms'], '{:.2f}')}"),
             ("policy inference p99 (us)", fmt(s["policy_latency_p99_us"], "{:.0f}")),
             ("watchdog hover / land events", f"{s['watchdog_hover']} / {s['watchdog_land']}")]
+    if "task_return" in s:
+        rows += [("tasks completed (level 1 / 2 / 3)",
+                  " / ".join(str(v) for v in s["tasks_completed_by_level"])),
+                 ("team return (sum of L^2)", f"{s['task_return']:.0f}")]
     width = max(len(r[0]) for r in rows)
     lines = ["# swarm-rl launch: decentralised swarm over DDS", "",
              f"| {'metric':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
@@ -371,9 +411,14 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
     files.write_text(out / SUMMARY_MD, summary_markdown(summary))
     with np.load(out / TRAJECTORY_FILE) as traj:
         if len(traj["positions_m"]) > 1:
+            if "task_return" in summary:
+                outcome = ("tasks completed by level " + "/".join(
+                    str(v) for v in summary["tasks_completed_by_level"]) + " (goal: the "
+                    "robot's current target)")
+            else:
+                outcome = f"success {summary['success_rate']:.0%}"
             plot_trajectories(traj["positions_m"], traj["goals_m"], float(traj["dt_s"]),
                               out / PLOT_FILE,
                               f"{summary['drones']} robots over DDS, {summary['scenario']}: "
-                              f"success {summary['success_rate']:.0%}, min separation "
-                              f"{summary['min_separation_m']:.2f} m")
+                              f"{outcome}, min separation {summary['min_separation_m']:.2f} m")
 

@@ -75,7 +75,14 @@ class RobotParams:
                                   "0: the policy's training rate (its control_hz metadata).",
                                   min=0.0, max=1000.0)
     status_rate_hz: float = spec(2.0, "Rate of /cfN/status (Hz).", min=0.1, max=100.0)
-    intention_rate_hz: float = spec(5.0, "Rate of /cfN/intention (Hz).", min=0.1, max=100.0)
+    intention_rate_hz: float = spec(5.0, "Rate of /cfN/intention (Hz) in the goals mission.",
+                                    min=0.1, max=100.0)
+    mission: str = spec("goals", "goals: fly to /cfN/goal; tasks: choose tasks from "
+                        "/swarm/tasks and share intentions (task layer).",
+                        choices=("goals", "tasks"))
+    task_preset: str = spec("mrta_room_8", "Tasks mission: the MRTA preset (config/mrta/).")
+    task_policy: str = spec("greedy", "Tasks mission: greedy, or an exported task policy "
+                            "(.onnx).")
 
 
 @dataclass
@@ -152,8 +159,9 @@ class RobotHost:
                 transport.create_publisher(m.PoseStamped,
                                            robot_topic(name, "shield_intervention"),
                                            QosKind.EVENTS))
-            transport.create_subscription(m.PoseStamped, robot_topic(name, "goal"),
-                                          self._goal_callback(name), QosKind.LATCHED)
+            if params.mission == "goals":
+                transport.create_subscription(m.PoseStamped, robot_topic(name, "goal"),
+                                              self._goal_callback(name), QosKind.LATCHED)
             transport.create_subscription(m.Float64, robot_topic(name, "shield_gamma"),
                                           self._gamma_callback(name), QosKind.COMMAND)
         for name in swarm:
@@ -163,7 +171,15 @@ class RobotHost:
         """Messages dropped before reaching the runtime, by reason."""
         transport.create_timer(1.0 / self.rate_hz, self._watchdog)
         transport.create_timer(1.0 / params.status_rate_hz, self._publish_status)
-        transport.create_timer(1.0 / params.intention_rate_hz, self._publish_intentions)
+        self.task_layer = None
+        if params.mission == "tasks":
+            from ros_nodes.task_layer import TaskLayer
+            from sim.mrta.config import load_mrta_env
+
+            self.task_layer = TaskLayer(transport, self, swarm,
+                                        load_mrta_env(params.task_preset), params.task_policy)
+        else:
+            transport.create_timer(1.0 / params.intention_rate_hz, self._publish_intentions)
 
     def _shield_config(self) -> ShieldConfig:
         p = self.params
@@ -285,6 +301,8 @@ class RobotHost:
         if cmd is not None:
             values.update({f"rejected_{k}": v for k, v in cmd.diagnostics.rejected.items()})
         values.update({f"dropped_{k}": v for k, v in self.bad_messages.items()})
+        if self.task_layer is not None:
+            values.update(self.task_layer.status_values(robot.name))
         return m.diagnostics(now_s, f"{robot.name}/robot_node", level,
                              f"{mode.value}" + (f": {reasons}" if reasons else ""), values,
                              robot.name)

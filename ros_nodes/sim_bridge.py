@@ -76,6 +76,8 @@ class SimBridgeParams:
     landing_speed_mps: float = spec(0.3, "Descent speed when landing (m/s).", min=0.05,
                                     max=2.0)
     report_dir: str = spec("", "Write bridge_report.json and trajectories.npz here on exit.")
+    publish_goals: bool = spec(True, "Publish the scenario's goals on /cfN/goal (off when a "
+                               "task layer or operator sets the goals).")
 
 
 class SimBridge:
@@ -140,6 +142,14 @@ class SimBridge:
                              ("emergency", self._emergency)):
             transport.create_subscription(m.Empty, f"/all/{leaf}",
                                           lambda _msg, a=action: a(every), QosKind.EVENTS)
+        self.mission_goals = self.env.physics.state().pos[0].copy()
+        """Without scenario goals: where each robot says it is going (its intention's last
+        pose), recorded in place of the goals; the spawn until it says."""
+        if not params.publish_goals:
+            for i, name in enumerate(self.names):
+                transport.create_subscription(m.Path, robot_topic(name, "intention"),
+                                              lambda msg, i=i: self._on_intention(i, msg),
+                                              QosKind.COMMAND)
         self._last_goals: np.ndarray | None = None
         self._goals_sent_t_s = -math.inf
         self._stamp_s = time.time()
@@ -173,6 +183,12 @@ class SimBridge:
                     break
         return on_command
 
+    def _on_intention(self, i: int, msg: m.Path) -> None:
+        if msg.poses:
+            target = m.vec(msg.poses[-1].pose.position)
+            if np.isfinite(target).all():
+                self.mission_goals[i] = target
+
     def _land(self, idx: list[int]) -> None:
         self.landing[idx] = True
 
@@ -191,8 +207,10 @@ class SimBridge:
         stamp = self.stamp_s()
         self._clock.publish(m.Clock(m.to_time(stamp)))
         goals = self.env.goals()[0]
-        if (self._last_goals is None or not np.allclose(goals, self._last_goals, atol=1e-3)
-                or self.t_s - self._goals_sent_t_s >= GOAL_REPEAT_S):
+        changed = self._last_goals is None or not np.allclose(goals, self._last_goals,
+                                                              atol=1e-3)
+        if self.params.publish_goals and (
+                changed or self.t_s - self._goals_sent_t_s >= GOAL_REPEAT_S):
             for i, pub in enumerate(self._goal):
                 pub.publish(m.pose_stamped(stamp, goals[i]))
             self._last_goals, self._goals_sent_t_s = goals.copy(), self.t_s
@@ -204,7 +222,8 @@ class SimBridge:
                                              s.omega[0, i]))
             self._pose[i].publish(m.pose_stamped(stamp, s.pos[0, i], q))
         self.positions.append(s.pos[0].copy())
-        self.goals.append(goals.copy())
+        self.goals.append(goals.copy() if self.params.publish_goals
+                          else self.mission_goals.copy())
 
     def actions(self) -> np.ndarray:
         """(1, N, 4) normalised velocity actions after the watchdog and landing rules."""

@@ -15,9 +15,11 @@ import pytest
 from ros_nodes.params import build_params
 from ros_nodes.robot_node import RobotParams
 from ros_nodes.sim_bridge import SimBridgeParams
+from ros_nodes.task_server import TaskServerParams
 
 REPO = Path(__file__).resolve().parents[1]
-PARAMS = {"robot_node": RobotParams, "sim_bridge": SimBridgeParams}
+PARAMS = {"robot_node": RobotParams, "sim_bridge": SimBridgeParams,
+          "task_server": TaskServerParams}
 
 
 class Node:
@@ -66,7 +68,7 @@ def load(path: Path):
 
 @pytest.mark.parametrize("overrides, processes", [({}, 1), ({"robots_per_process": "1"}, 8),
                                                   ({"robots": "5", "robots_per_process": "2"},
-                                                   3)])
+                                                   3), ({"mission": "tasks"}, 1)])
 def test_sim_swarm_launch_starts_nodes_with_valid_parameters(monkeypatch, overrides,
                                                              processes):
     fake_ros(monkeypatch, REPO)
@@ -80,6 +82,8 @@ def test_sim_swarm_launch_starts_nodes_with_valid_parameters(monkeypatch, overri
     assert len(robots) == processes
     hosted = [r for n in robots for r in n.kwargs["parameters"][0]["robots"]]
     assert hosted == [f"cf{i + 1}" for i in range(int(context["robots"]))]
+    servers = [n for n in nodes if n.kwargs["executable"] == "task_server"]
+    assert len(servers) == (context.get("mission") == "tasks")
     for n in nodes:
         (params,) = n.kwargs["parameters"]
         build_params(PARAMS[n.kwargs["executable"]], params, n.kwargs["name"])
