@@ -502,15 +502,18 @@ MAX_PEERS = 16
 
 @pytest.fixture(scope="module")
 def obs_harness(shipped, actors, tmp_path_factory) -> dict[int, Path]:
-    """obs_harness builds for K = 6 (shipped layout) and K = 3."""
+    """obs_harness builds for K = 6 (formation_velocity_8) and K = 3 (a random actor), each
+    linked with its network."""
     out = {}
-    for k, sources in ((6, shipped["hover_single_motors"]["sources"]),
+    for k, sources in ((6, shipped["formation_velocity_8"]["sources"]),
                        (3, actors[("deepsets", 3, "velocity", "offboard")]["sources"])):
         d = tmp_path_factory.mktemp(f"obs_k{k}")
-        (d / "swarm_policy.h").write_text(sources.header)
+        for name, text in sources.files.items():
+            (d / name).write_text(text)
         exe = d / "obs_harness"
         subprocess.run([HOST_CC, *HOST_CFLAGS, "-I", str(d), "-o", str(exe),
-                        str(C_DIR / "obs_harness.c"), str(C_DIR / "swarm_obs.c"), "-lm"],
+                        str(C_DIR / "obs_harness.c"), str(C_DIR / "swarm_obs.c"),
+                        str(d / "swarm_policy.c"), "-lm"],
                        check=True, capture_output=True, text=True)
         out[k] = exe
     return out
@@ -523,10 +526,10 @@ def _run_harness(exe: Path, mode: str, records: np.ndarray, width: int) -> np.nd
     return np.fromfile(d / f"{mode}_out.f32", "<f4").reshape(-1, width)
 
 
-@pytest.mark.parametrize("k", [6, 3])
-def test_onboard_observation_matches_sim(obs_harness, k):
+def _swarm_states(k: int, n: int) -> tuple[np.ndarray, dict]:
+    """Harness records of n random drone states with up to 16 peers around each, and the
+    parts the Python reference needs."""
     rng = np.random.default_rng(21 + k)
-    n = 400
     pos = rng.uniform(-3, 3, (n, 3)) + [0, 0, 3]
     vel = rng.normal(0, 1, (n, 3))
     rot = Rotation.random(n, random_state=rng)
@@ -541,23 +544,47 @@ def test_onboard_observation_matches_sim(obs_harness, k):
     peers[..., 3:] = rng.normal(0, 1, (n, MAX_PEERS, 3))
     records = np.concatenate([pos, vel, quat, omega, goal, range_m[:, None], n_peers[:, None],
                               peers.reshape(n, -1)], 1)
-    layout = ObsLayout(k)
-    got = _run_harness(obs_harness[k], "obs", records, layout.dim)
-    valid = np.arange(MAX_PEERS) < n_peers[:, None]
+    return records, {"pos": pos, "vel": vel, "rot": rot, "omega": omega, "goal": goal,
+                     "range_m": range_m, "n_peers": n_peers, "peers": peers}
+
+
+def _sim_observations(k: int, s: dict) -> np.ndarray:
+    """sim.observation's per-robot reference for the states of :func:`_swarm_states`."""
+    pos, vel, peers = s["pos"], s["vel"], s["peers"]
+    valid = np.arange(MAX_PEERS) < s["n_peers"][:, None]
     ref = []
-    for i in range(n):  # the per-robot reference of sim.observation, range varying per row
+    for i in range(pos.shape[0]):  # range varying per row
         feats, mask = nearest_neighbours((peers[i:i + 1, :, :3] - pos[i]).astype(np.float32),
                                          (peers[i:i + 1, :, 3:] - vel[i]).astype(np.float32),
-                                         valid[i:i + 1], k, float(range_m[i]))
-        ref.append(build_observation((pos[i] - goal[i])[None], vel[i][None],
-                                     rot[i].as_matrix()[None], omega[i][None],
+                                         valid[i:i + 1], k, float(s["range_m"][i]))
+        ref.append(build_observation((pos[i] - s["goal"][i])[None], vel[i][None],
+                                     s["rot"][i].as_matrix()[None], s["omega"][i][None],
                                      pos[i, 2:3][None], feats, mask,
                                      np.full((1, 9), OBSTACLE_RANGE_M)))
-    ref = np.concatenate(ref)
+    return np.concatenate(ref)
+
+
+@pytest.mark.parametrize("k", [6, 3])
+def test_onboard_observation_matches_sim(obs_harness, k):
+    records, states = _swarm_states(k, 400)
+    layout = ObsLayout(k)
+    got = _run_harness(obs_harness[k], "obs", records, layout.dim)
+    ref = _sim_observations(k, states)
+    n = records.shape[0]
     sl = layout.slices
     assert (got[:, sl["neighbour_mask"]] == ref[:, sl["neighbour_mask"]]).all()
     assert ref[:, sl["neighbour_mask"]].sum() > n  # neighbours were really in range
     assert max_abs_error(got, ref) <= 1e-5
+
+
+def test_onboard_observation_and_network_give_the_runtime_action(obs_harness, shipped):
+    """State -> swarm_obs_build -> swarm_policy_run on the host equals state ->
+    sim.observation -> onnxruntime, for the shipped 8-drone formation policy."""
+    records, states = _swarm_states(6, 400)
+    got = _run_harness(obs_harness[6], "act", records, 4)
+    ref = ort_actions(SHIPPED["formation_velocity_8"], _sim_observations(6, states))
+    assert max_abs_error(got, ref) <= PARITY_TOL
+    assert ref.std(0).min() > 1e-2
 
 
 def test_peer_tracker_velocity_and_staleness(obs_harness):

@@ -3,6 +3,8 @@
  *   obs_harness obs IN OUT    records of own pos[3] vel[3] quat[4] omega[3], goal[3],
  *                             range_m, n_peers, then SWARM_OBS_MAX_PEERS x (pos[3] vel[3]);
  *                             writes one observation row per record.
+ *   obs_harness act IN OUT    the same records as obs; writes the action of each
+ *                             observation (swarm_obs_build, then swarm_policy_run).
  *   obs_harness track IN OUT  records of id, stamp_ms, pos[3], now_ms, max_age_ms, tau_s fed
  *                             to one tracker in order; writes per record the tracked
  *                             velocity of that id (NaN x 3 if not collected) and the number of
@@ -17,10 +19,11 @@
 #define OBS_RECORD (13 + 3 + 2 + 6 * SWARM_OBS_MAX_PEERS)
 #define TRACK_RECORD 8
 
-static int run_obs(FILE *in, FILE *out)
+static int run_obs(FILE *in, FILE *out, int act)
 {
     float rec[OBS_RECORD];
     float obs[SWARM_POLICY_OBS_DIM];
+    float action[SWARM_POLICY_ACTION_DIM];
     swarm_peer_state_t peers[SWARM_OBS_MAX_PEERS];
     while (fread(rec, sizeof(float), OBS_RECORD, in) == OBS_RECORD) {
         swarm_own_state_t own;
@@ -34,7 +37,12 @@ static int run_obs(FILE *in, FILE *out)
             memcpy(peers[j].vel, &rec[21 + 6 * j], sizeof peers[j].vel);
         }
         swarm_obs_build(&own, &rec[13], peers, n, rec[16], obs);
-        fwrite(obs, sizeof(float), SWARM_POLICY_OBS_DIM, out);
+        if (act) {
+            swarm_policy_run(obs, action);
+            fwrite(action, sizeof(float), SWARM_POLICY_ACTION_DIM, out);
+        } else {
+            fwrite(obs, sizeof(float), SWARM_POLICY_OBS_DIM, out);
+        }
     }
     return 0;
 }
@@ -71,7 +79,7 @@ static int run_track(FILE *in, FILE *out)
 int main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: %s obs|track IN OUT\n", argv[0]);
+        fprintf(stderr, "usage: %s obs|act|track IN OUT\n", argv[0]);
         return 2;
     }
     FILE *in = fopen(argv[2], "rb");
@@ -80,7 +88,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot open %s or %s\n", argv[2], argv[3]);
         return 3;
     }
-    const int rc = strcmp(argv[1], "obs") == 0 ? run_obs(in, out)
+    const int rc = strcmp(argv[1], "obs") == 0 ? run_obs(in, out, 0)
+                   : strcmp(argv[1], "act") == 0 ? run_obs(in, out, 1)
                    : strcmp(argv[1], "track") == 0 ? run_track(in, out) : 2;
     fclose(in);
     fclose(out);
