@@ -110,7 +110,10 @@ class CrazyflieLinkConfig:
     battery_low_hold_s: float = 1.0
     link_timeout_s: float = 0.5
     """No log data for this long: the link is lost."""
-    connect_timeout_s: float = 3.0
+    connect_timeout_s: float = 10.0
+    """Whole connection set-up (an uncached TOC download over a radio takes seconds)."""
+    first_answer_timeout_s: float = 0.5
+    """Give up an attempt that got no packet at all back in this time."""
     reconnect_initial_s: float = 0.25
     reconnect_max_s: float = 4.0
     status_period_s: float = 0.5
@@ -121,7 +124,8 @@ class CrazyflieLinkConfig:
     def validate(self) -> None:
         positive = ("setpoint_rate_hz", "max_speed_mps", "max_yaw_rate_rad_s", "hover_after_s",
                     "land_after_s", "land_speed_mps", "battery_filter_s", "link_timeout_s",
-                    "connect_timeout_s", "reconnect_initial_s", "reconnect_max_s",
+                    "connect_timeout_s", "first_answer_timeout_s", "reconnect_initial_s",
+                    "reconnect_max_s",
                     "status_period_s")
         for name in positive:
             value = getattr(self, name)
@@ -189,7 +193,8 @@ def state_from_log(name: str, stamp_s: float, cf_time_ms: int, data: dict
         return None
     pos = tuple(v / 1000.0 for v in raw[0:3])
     vel = tuple(v / 1000.0 for v in raw[3:6])
-    q = decompress_quaternion(int(raw[6]) & 0xFFFFFFFF)
+    with np.errstate(invalid="ignore"):  # a corrupted quaternion decodes to NaN
+        q = decompress_quaternion(int(raw[6]) & 0xFFFFFFFF)
     norm = float(np.linalg.norm(q))
     if not math.isfinite(norm) or norm < 0.5:
         return None
@@ -265,6 +270,7 @@ class CrazyflieLink:
         self._ramp: _Ramp | None = None
         self._ramp_done_s: float | None = None
         self._resume_pending = False
+        self._closers: list[threading.Thread] = []
         self.reconnects = 0
         self.rejected_commands = 0
         self._last_status_s = -math.inf
@@ -460,9 +466,9 @@ class CrazyflieLink:
             if self._lost_event.is_set() or now - self._last_log_s > self.config.link_timeout_s:
                 reason = "cflib reported the link lost" if self._lost_event.is_set() \
                     else f"no log data for {self.config.link_timeout_s:.1f} s"
-                self._disconnect()
                 self._set(link=LinkState.LOST, message=f"link lost: {reason}")
                 self._notify(force=True)
+                self._disconnect(wait=False)
                 continue
             try:
                 self._tick(now)
@@ -492,13 +498,21 @@ class CrazyflieLink:
         cf.connection_lost.add_callback(lambda uri, msg: self._lost_event.set())
         cf.link_statistics.latency_updated.add_callback(self._on_latency)
         cf.link_statistics.link_quality_updated.add_callback(self._on_radio_quality)
+        answered = threading.Event()
+        cf.link_established.add_callback(lambda uri: answered.set())
         self._lost_event.clear()
         t0 = time.monotonic()
         cf.open_link(self.uri)
-        if not done.wait(self.config.connect_timeout_s) or not result.get("ok"):
-            msg = result.get("msg", f"no answer in {self.config.connect_timeout_s:.1f} s")
+        while not done.wait(0.02):
+            waited = time.monotonic() - t0
+            if waited > self.config.connect_timeout_s or self._closing.is_set() or (
+                    not answered.is_set() and waited > self.config.first_answer_timeout_s):
+                break
+        if not result.get("ok"):
+            msg = result.get("msg", "no answer" if not answered.is_set() else
+                             f"not connected in {self.config.connect_timeout_s:.1f} s")
             self._message = f"connect failed: {str(msg).strip().splitlines()[0]}"
-            self._safe_close(cf)
+            threading.Thread(target=self._safe_close, args=(cf,), daemon=True).start()
             return False
         block = LogConfig("swarm_rl_state", self.config.log_period_ms)
         for var, ctype in STATE_LOG_VARIABLES:
@@ -544,16 +558,32 @@ class CrazyflieLink:
 
     @staticmethod
     def _safe_close(cf) -> None:
+        """Close ``cf`` without cflib's parting zero-thrust setpoint: ``close_link`` sends
+        one, which would cut the motors of a drone still in the air if the link were only
+        flaky. So the driver is closed first, and ``close_link`` finds no link to send on."""
+        driver, cf.link = cf.link, None
         try:
+            if driver is not None:
+                driver.close()
             cf.close_link()
         except Exception as exc:
             log.debug("close_link: %s", exc)
 
-    def _disconnect(self) -> None:
+    def _disconnect(self, wait: bool = True) -> None:
+        """Drop the current cflib object; closing it can block for a second (cflib joins
+        its receive thread), so after a link loss it is closed in the background."""
         with self._lock:
             cf, self._cf = self._cf, None
-        if cf is not None:
-            self._safe_close(cf)
+        if cf is None:
+            return
+        closer = threading.Thread(target=self._safe_close, args=(cf,), daemon=True,
+                                  name=f"crazyflie-close-{self.name}")
+        closer.start()
+        self._closers.append(closer)
+        if wait:
+            for t in self._closers:
+                t.join(timeout=3.0)
+            self._closers.clear()
 
     def _on_latency(self, latency_ms: float) -> None:
         self._latency_ms = float(latency_ms)
@@ -597,8 +627,8 @@ class CrazyflieLink:
     def _tick(self, now: float) -> None:
         with self._lock:
             cf, st, mode = self._cf, self._state, self.mode
-            if cf is None or st is None:
-                return
+            if cf is None or st is None or self._resume_pending:
+                return  # after a reconnect, nothing is sent before a fresh state decides
             if self._low_battery and mode in (FlightMode.TAKING_OFF, FlightMode.HOVERING,
                                               FlightMode.FLYING):
                 self.land(reason=f"low battery ({self._vbat_filtered:.2f} V)")

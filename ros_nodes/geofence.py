@@ -1,7 +1,8 @@
 """A box geofence for commanded velocities and positions (world ENU, metres).
 
-The velocity towards each face is limited to what a drone braking at ``brake_acc_mps2`` can
-still stop from before the face, ``sqrt(2 a d)`` at distance ``d``; outside the box the
+The velocity towards each face is limited to what a drone that starts braking after
+``reaction_time_s`` (its velocity loop's lag) at ``brake_acc_mps2`` can still stop from before
+the face: ``v`` with ``v tau + v^2 / (2 a) = d`` at distance ``d``; outside the box the
 outward component is replaced by a push back in at ``return_gain`` per metre of overshoot,
 capped at ``max_return_mps``. Pure numpy: no ROS, no cflib.
 """
@@ -17,6 +18,7 @@ class Geofence:
     lower_m: tuple[float, float, float] = (-2.0, -2.0, 0.0)
     upper_m: tuple[float, float, float] = (2.0, 2.0, 2.0)
     brake_acc_mps2: float = 1.0
+    reaction_time_s: float = 0.3
     return_gain: float = 1.0
     """Push-back speed per metre outside the box (1/s)."""
     max_return_mps: float = 0.3
@@ -30,8 +32,15 @@ class Geofence:
         if not (hi > lo).all():
             raise ValueError(f"geofence: upper_m must exceed lower_m on every axis, got "
                              f"{self.lower_m} .. {self.upper_m}")
-        if self.brake_acc_mps2 <= 0 or self.return_gain < 0 or self.max_return_mps < 0:
-            raise ValueError("geofence: brake_acc_mps2 must be > 0, return terms >= 0")
+        if self.brake_acc_mps2 <= 0 or min(self.reaction_time_s, self.return_gain,
+                                           self.max_return_mps) < 0:
+            raise ValueError("geofence: brake_acc_mps2 must be > 0, reaction_time_s and the "
+                             "return terms >= 0")
+
+    def stopping_speed(self, room_m: np.ndarray) -> np.ndarray:
+        """The speed from which a drone stops within ``room_m`` (>= 0) metres."""
+        a, tau = self.brake_acc_mps2, self.reaction_time_s
+        return np.sqrt((a * tau) ** 2 + 2 * a * np.maximum(room_m, 0.0)) - a * tau
 
     def contains(self, pos_m: np.ndarray) -> bool:
         p = np.asarray(pos_m, float)
@@ -47,9 +56,8 @@ class Geofence:
         p, v = np.asarray(pos_m, float), np.asarray(vel_mps, float)
         room_up = np.asarray(self.upper_m) - p
         room_down = p - np.asarray(self.lower_m)
-        up = np.where(room_up >= 0, np.sqrt(2 * self.brake_acc_mps2 * np.maximum(room_up, 0)),
+        up = np.where(room_up >= 0, self.stopping_speed(room_up),
                       -np.minimum(self.return_gain * -room_up, self.max_return_mps))
-        down = np.where(room_down >= 0,
-                        np.sqrt(2 * self.brake_acc_mps2 * np.maximum(room_down, 0)),
+        down = np.where(room_down >= 0, self.stopping_speed(room_down),
                         -np.minimum(self.return_gain * -room_down, self.max_return_mps))
         return np.clip(v, -down, up)
