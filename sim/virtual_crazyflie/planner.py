@@ -66,11 +66,9 @@ def poly7_coeffs(p0: float, v0: float, a0: float, p1: float, duration_s: float) 
     return c
 
 
-def _eval(c: np.ndarray, t: float) -> tuple[float, float, float]:
-    p = np.polynomial.polynomial.polyval(t, c)
-    dc = np.polynomial.polynomial.polyder(c)
-    return p, np.polynomial.polynomial.polyval(t, dc), np.polynomial.polynomial.polyval(
-        t, np.polynomial.polynomial.polyder(dc))
+_POWERS = np.arange(8, dtype=float)
+_D1 = _POWERS[1:]
+_D2 = _POWERS[2:] * _POWERS[1:-1]
 
 
 class Planner:
@@ -81,7 +79,8 @@ class Planner:
         self.kind: PlanKind | None = None
         self._start_s = 0.0
         self._duration_s = 0.0
-        self._coeffs: list[np.ndarray] = []
+        self._coeffs = np.zeros((4, 8))
+        """Per axis (x, y, z, yaw) polynomial coefficients c0..c7."""
         self._linear: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
@@ -104,11 +103,11 @@ class Planner:
         a0 = np.append(start.acc_mps2, 0.0)
         self.kind, self._start_s, self._duration_s = kind, now_s, duration_s
         if linear:
-            self._linear, self._coeffs = (p0, p1), []
+            self._linear = (p0, p1)
         else:
             self._linear = None
-            self._coeffs = [poly7_coeffs(p0[k], v0[k], a0[k], p1[k], duration_s)
-                            for k in range(4)]
+            self._coeffs = np.stack([poly7_coeffs(p0[k], v0[k], a0[k], p1[k], duration_s)
+                                     for k in range(4)])
 
     def finished(self, now_s: float) -> bool:
         return self.active and now_s - self._start_s >= self._duration_s
@@ -128,10 +127,10 @@ class Planner:
             p = p0 + s * (p1 - p0)
             v = (p1 - p0) / self._duration_s if moving else np.zeros(4)
             return PlannerState(p[:3], v[:3], np.zeros(3), float(p[3]), float(v[3]))
-        vals = [_eval(c, t) for c in self._coeffs]
-        return PlannerState(np.array([v[0] for v in vals[:3]]),
-                            np.array([v[1] for v in vals[:3]]),
-                            np.array([v[2] for v in vals[:3]]), vals[3][0], vals[3][1])
+        tp = t ** _POWERS
+        c = self._coeffs
+        pos, vel, acc = c @ tp, (c[:, 1:] * _D1) @ tp[:7], (c[:, 2:] * _D2) @ tp[:6]
+        return PlannerState(pos[:3], vel[:3], acc[:3], float(pos[3]), float(vel[3]))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from sim.virtual_crazyflie.swarm import VirtualSwarm
 log = logging.getLogger(__name__)
 MAX_LAG_S = 0.1
 MAX_DATAGRAM = 64
+MAX_BURST = 64
 
 
 class VirtualCrazyflieServer:
@@ -146,7 +147,7 @@ class VirtualCrazyflieServer:
 
     def _receive(self, sock: socket.socket) -> None:
         i = self._index[sock.fileno()]
-        while True:
+        for _ in range(MAX_BURST):  # a flood on one socket must not starve the physics
             try:
                 datagram, addr = sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
