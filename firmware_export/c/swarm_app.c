@@ -84,7 +84,8 @@ static bool policyStep(const swarm_own_state_t *own)
             continue;
         }
         const float pos[3] = {other->pos.x, other->pos.y, other->pos.z};
-        swarm_peers_update(&tracker, other->id, other->pos.timestamp, pos, peerVelTau);
+        /* stamped with the tick of arrival (peer_localization.c) */
+        swarm_peers_update(&tracker, other->id, T2M(other->pos.timestamp), pos, peerVelTau);
     }
     const uint32_t now = T2M(xTaskGetTickCount());
     const int n = swarm_peers_collect(&tracker, now, peerMaxAgeMs, peers, SWARM_OBS_MAX_PEERS);
