@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from firmware_export.check import (HOST_CC, QEMU, TARGET_CC, build_host, build_target,
                                    max_abs_error, missing_target_tools)
@@ -38,7 +39,8 @@ def shipped_policies(directory: Path) -> list[Path]:
     ``model_preset: deploy``, sorted by name."""
     out = []
     for path in sorted(Path(directory).glob("*.onnx")):
-        if lower(path).metadata.get("model_preset") == "deploy":
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        if meta.get("model_preset") == "deploy":
             out.append(path)
     return out
 
