@@ -233,8 +233,9 @@ class CrazyflieLink:
     """One drone's cflib link with watchdog, geofence, battery and link-loss handling.
 
     ``on_state(CrazyflieState)`` runs on cflib's receive thread for every log sample;
-    ``on_status(LinkStatus)`` runs on the link's worker thread on every change of link state
-    or flight mode, and every ``status_period_s``. Both may be None.
+    ``on_status(LinkStatus)`` runs on the link's worker thread within one setpoint period of
+    every change of link state or flight mode, and every ``status_period_s``. Both may be
+    None; an exception in either is logged and swallowed.
     """
 
     def __init__(self, uri: str, name: str, config: CrazyflieLinkConfig = CrazyflieLinkConfig(),
@@ -322,8 +323,10 @@ class CrazyflieLink:
     def send_velocity_world(self, vel_mps, yaw_rate_rad_s: float = 0.0) -> bool:
         """Set the commanded velocity (world ENU, m/s) and yaw rate (rad/s, counter-clockwise).
 
-        Streamed until replaced. Returns False (and counts it) when not flying: idle, taking
-        off, landing or in emergency. Raises ValueError for a non-finite or mis-shaped value.
+        Streamed until replaced; the watchdog holds position ``hover_after_s`` after the last
+        call. Accepted while hovering or flying; returns False (and counts it) otherwise: idle,
+        taking off, landing, emergency, or link not connected. Raises ValueError for a
+        non-finite or mis-shaped value.
         """
         v = np.asarray(vel_mps, dtype=float)
         if v.shape != (3,) or not np.isfinite(v).all() or not math.isfinite(yaw_rate_rad_s):
@@ -454,7 +457,13 @@ class CrazyflieLink:
         while not self._closing.is_set():
             if self.link != LinkState.CONNECTED:
                 self._notify()
-                if self._connect():
+                try:
+                    connected = self._connect()
+                except Exception as exc:  # whatever cflib raises, the worker keeps trying
+                    log.exception("%s: connect attempt raised", self.name)
+                    self._message = f"connect failed: {exc}"
+                    connected = False
+                if connected:
                     backoff = self.config.reconnect_initial_s
                     next_tick = time.monotonic()
                 else:
@@ -489,6 +498,11 @@ class CrazyflieLink:
         self._set(link=LinkState.CONNECTING if self.reconnects == 0 and self._state is None
                   else LinkState.LOST, message=f"connecting to {self.uri}")
         cache = self.config.toc_cache_dir
+        if cache:
+            # cflib creates a missing cache directory with a check-then-create race that
+            # fails when several links start together; create it here first.
+            os.makedirs(os.path.expanduser(cache), exist_ok=True)
+            cache = os.path.expanduser(cache)
         cf = Crazyflie(rw_cache=cache) if cache else Crazyflie()
         done = threading.Event()
         result: dict[str, str | bool] = {}
@@ -531,6 +545,8 @@ class CrazyflieLink:
             was_lost = self._state is not None
             if was_lost:
                 self.reconnects += 1
+            # A battery may have been swapped (a reboot is a reconnect): judge it afresh.
+            self._vbat_filtered, self._low_since, self._low_battery = None, None, False
             self._set(link=LinkState.CONNECTED,
                       message=f"connected in {time.monotonic() - t0:.2f} s")
             self._after_reconnect()

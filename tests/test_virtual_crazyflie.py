@@ -252,6 +252,27 @@ def test_random_payloads_on_every_port_never_crash(port, data, channel):
     assert np.isfinite(_FUZZ_SWARM.true_positions()).all()
 
 
+def test_null_packet_probe_is_answered_as_cflibs_scan_expects():
+    with VirtualCrazyflieServer(VirtualSwarmConfig(drones=1, base_port=0)) as server:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(("127.0.0.1", server.ports[0]))
+            sock.send(b"\xff")
+            assert sock.recv(64) == b"\xff"
+        assert server.clients == [None], "a probe is not a connection"
+
+
+def test_cli_rejects_a_privileged_base_port():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "swarm_rl.cli", "virtual-crazyflie",
+                           "--base-port", "80", "--duration", "0.5"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "base_port" in proc.stderr and "1024" in proc.stderr
+
+
 def test_non_finite_setpoints_are_refused():
     nan = bytes([8]) + struct.pack("<ffff", float("nan"), 0.0, 0.0, 0.0)
     assert decode_generic(nan) is None
