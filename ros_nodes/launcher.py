@@ -76,6 +76,22 @@ class MissionSection:
     """tasks: the MRTA preset (config/mrta/)."""
     policy: str = "greedy"
     """tasks: greedy, or an exported task policy (.onnx)."""
+    goals: dict = field(default_factory=dict)
+    """goals on Crazyflies: robot name -> [x, y, z] (m, world ENU)."""
+    success_radius_m: float = 0.5
+    """goals on Crazyflies: a robot within this distance of its goal at the end succeeded."""
+
+
+@dataclass
+class CrazyfliesSection:
+    """The ``crazyflies:`` block: fly Crazyflies (real or virtual) instead of the simulator."""
+
+    config: str = ""
+    """A crazyflies.yaml (ros_nodes/crazyflie_config.py); empty: the simulated graph."""
+    virtual: int = 0
+    """Start this many virtual Crazyflies first (swarm-rl virtual-crazyflie); 0: real radios."""
+    base_port: int = 19850
+    """Virtual Crazyflies: drone i listens on udp://127.0.0.1:base_port + i."""
 
 
 @dataclass
@@ -98,6 +114,7 @@ class LaunchConfig:
     sim: SimSection = field(default_factory=SimSection)
     robots: RobotsSection = field(default_factory=RobotsSection)
     mission: MissionSection = field(default_factory=MissionSection)
+    crazyflies: CrazyfliesSection = field(default_factory=CrazyfliesSection)
     dds: DdsSection = field(default_factory=DdsSection)
 
     def validate(self, where: str) -> "LaunchConfig":
@@ -127,7 +144,24 @@ class LaunchConfig:
         need(self.dds.delay_s >= 0, "dds.delay_s", "must be >= 0")
         for key, value in {**self.sim.params, **self.robots.params}.items():
             need(isinstance(key, str), "params", f"parameter names must be strings: {key!r}")
+        if self.crazyflies.config:
+            self._validate_crazyflies(need)
         return self
+
+    def _validate_crazyflies(self, need) -> None:
+        from ros_nodes.crazyflie_config import load_crazyflies
+
+        need(Path(self.crazyflies.config).is_file(), "crazyflies.config",
+             f"no such file: {self.crazyflies.config}")
+        need(self.mission.kind == "goals", "mission.kind", "Crazyflies fly the goals mission")
+        need(0 <= self.crazyflies.virtual <= 64, "crazyflies.virtual", "must be in 0..64")
+        names = [e.name for e in load_crazyflies(self.crazyflies.config) if e.enabled]
+        for name in names:
+            goal = self.mission.goals.get(name)
+            need(isinstance(goal, list) and len(goal) == 3
+                 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                         for v in goal), f"mission.goals.{name}",
+                 f"expected [x, y, z] for every enabled robot, got {goal!r}")
 
 
 def load_launch_config(path: str | Path, overrides: dict[str, Any] | None = None
@@ -270,7 +304,12 @@ def _stop(procs: list[tuple[str, subprocess.Popen]], timeout_s: float = 10.0) ->
 def run_launch(cfg: LaunchConfig, progress: bool | None = None,
                log_dir: Path | None = None) -> dict[str, Any]:
     """Run the graph for ``cfg.duration_s`` of simulated time (or until Ctrl-C) and write
-    the report; returns the summary."""
+    the report; returns the summary. A config with ``crazyflies.config`` runs the hardware
+    graph instead (:mod:`ros_nodes.launch_hardware`)."""
+    if cfg.crazyflies.config:
+        from ros_nodes.launch_hardware import run_hardware_launch
+
+        return run_hardware_launch(cfg, progress)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / REPORT_FILE).unlink(missing_ok=True)
@@ -334,19 +373,29 @@ def run_launch(cfg: LaunchConfig, progress: bool | None = None,
     return summary
 
 
-def summarise(cfg: LaunchConfig, bridge: dict[str, Any], status: dict[str, dict[str, str]],
-              interrupted: bool, exit_codes: dict[str, int]) -> dict[str, Any]:
+def robot_totals(status: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Swarm totals of the robot nodes' last /cfN/status values."""
     def total(key: str) -> int:
         return sum(int(float(s.get(key, 0))) for s in status.values())
 
     ticks = total("ticks")
     p99 = [float(s["policy_latency_p99_us"]) for s in status.values()
            if "policy_latency_p99_us" in s]
-    rejected = {}
+    rejected: dict[str, int] = {}
     for s in status.values():
         for k, v in s.items():
             if k.startswith("rejected_"):
                 rejected[k[9:]] = rejected.get(k[9:], 0) + int(float(v))
+    return {"shield_interventions": total("shield_interventions"),
+            "shield_intervention_rate": total("shield_interventions") / ticks if ticks else None,
+            "shield_fallbacks": total("shield_fallbacks"), "ticks": ticks,
+            "ticks_hover": total("ticks_hover"), "ticks_land": total("ticks_land"),
+            "rejected": rejected, "policy_latency_p99_us": max(p99) if p99 else None,
+            "robots_reporting": len(status)}
+
+
+def summarise(cfg: LaunchConfig, bridge: dict[str, Any], status: dict[str, dict[str, str]],
+              interrupted: bool, exit_codes: dict[str, int]) -> dict[str, Any]:
     return {
         "drones": bridge["drones"], "scenario": bridge["scenario"], "seed": bridge["seed"],
         "backend": bridge["backend"], "policy": cfg.robots.policy, "shield": cfg.robots.shield,
@@ -357,16 +406,10 @@ def summarise(cfg: LaunchConfig, bridge: dict[str, Any], status: dict[str, dict[
         "collisions_per_drone_minute": bridge["collisions_per_drone_minute"],
         "crash_rate": bridge["crash_rate"], "min_separation_m": bridge["min_separation_m"],
         "final_distance_m": bridge["final_distance_m"],
-        "shield_interventions": total("shield_interventions"),
-        "shield_intervention_rate": total("shield_interventions") / ticks if ticks else None,
-        "shield_fallbacks": total("shield_fallbacks"),
-        "ticks": ticks, "ticks_hover": total("ticks_hover"), "ticks_land": total("ticks_land"),
-        "rejected": rejected,
         "latency_p50_ms": bridge["latency_p50_ms"], "latency_p99_ms": bridge["latency_p99_ms"],
-        "policy_latency_p99_us": max(p99) if p99 else None,
         "watchdog_hover": sum(bridge["watchdog_hover"]),
         "watchdog_land": sum(bridge["watchdog_land"]),
-        "robots_reporting": len(status), "interrupted": interrupted,
+        **robot_totals(status), "interrupted": interrupted,
         "exit_codes": exit_codes, "out": cfg.out,
     }
 
@@ -391,6 +434,12 @@ def summary_markdown(s: dict[str, Any]) -> str:
              f"{fmt(s['latency_p50_ms'], '{:.2f}')} / {fmt(s['latency_p99_ms'], '{:.2f}')}"),
             ("policy inference p99 (us)", fmt(s["policy_latency_p99_us"], "{:.0f}")),
             ("watchdog hover / land events", f"{s['watchdog_hover']} / {s['watchdog_land']}")]
+    if "link_losses" in s:
+        rows += [("landed at the end", ", ".join(f"{k} {v}" for k, v in s["landed"].items())),
+                 ("link losses / reconnects", f"{sum(s['link_losses'].values())} / "
+                                              f"{sum(s['reconnects'].values())}"),
+                 ("collision events (emulator ground truth)",
+                  "n/a" if s["collision_events"] is None else s["collision_events"])]
     if "task_return" in s:
         rows += [("tasks completed (level 1 / 2 / 3)",
                   " / ".join(str(v) for v in s["tasks_completed_by_level"])),
@@ -405,20 +454,31 @@ def summary_markdown(s: dict[str, Any]) -> str:
 
 
 def write_report(out: Path, summary: dict[str, Any]) -> None:
+    with np.load(out / TRAJECTORY_FILE) as traj:
+        write_summary_files(out, summary, traj["positions_m"], traj["goals_m"],
+                            float(traj["dt_s"]))
+
+
+def write_summary_files(out: Path, summary: dict[str, Any], positions: np.ndarray,
+                        goals: np.ndarray, dt_s: float) -> None:
+    """summary.json, summary.md and trajectories.png (positions, goals: (T, N, 3))."""
     from swarm_rl.plots import plot_trajectories
 
     files.write_json(out / SUMMARY_JSON, summary)
     files.write_text(out / SUMMARY_MD, summary_markdown(summary))
-    with np.load(out / TRAJECTORY_FILE) as traj:
-        if len(traj["positions_m"]) > 1:
-            if "task_return" in summary:
-                outcome = ("tasks completed by level " + "/".join(
-                    str(v) for v in summary["tasks_completed_by_level"]) + " (goal: the "
-                    "robot's current target)")
-            else:
-                outcome = f"success {summary['success_rate']:.0%}"
-            plot_trajectories(traj["positions_m"], traj["goals_m"], float(traj["dt_s"]),
-                              out / PLOT_FILE,
-                              f"{summary['drones']} robots over DDS, {summary['scenario']}: "
-                              f"{outcome}, min separation {summary['min_separation_m']:.2f} m")
-
+    known = np.isfinite(positions).all(axis=(1, 2))  # samples before every link was up: no
+    positions, goals = positions[known], goals[known]
+    if len(positions) > 1:
+        if "task_return" in summary:
+            outcome = ("tasks completed by level " + "/".join(
+                str(v) for v in summary["tasks_completed_by_level"]) + " (goal: the "
+                "robot's current target)")
+        elif summary["success_rate"] is not None:
+            outcome = f"success {summary['success_rate']:.0%}"
+        else:
+            outcome = "interrupted"
+        sep = summary["min_separation_m"]
+        plot_trajectories(positions, goals, dt_s, out / PLOT_FILE,
+                          f"{summary['drones']} robots over DDS, {summary['scenario']}: "
+                          f"{outcome}, min separation "
+                          f"{'n/a' if sep is None else f'{sep:.2f} m'}")
