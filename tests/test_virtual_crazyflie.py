@@ -219,6 +219,56 @@ def test_emergency_stop_locks_the_motors():
     assert struct.unpack_from("<H", reply.data, 1)[0] & (1 << 6), "is-locked bit"
 
 
+class _PacketSink:
+    """Stands in for cflib's Crazyflie so cflib's own Commander and HighLevelCommander pack
+    the packets (protocol 12), which then go to the emulator as they would over the wire."""
+
+    class _Platform:
+        @staticmethod
+        def get_protocol_version() -> int:
+            return 12
+
+    def __init__(self, drone: VirtualCrazyflie) -> None:
+        self.drone, self.platform = drone, self._Platform()
+
+    def send_packet(self, pk) -> None:
+        self.drone.handle(CrtpPacket.from_bytes(bytes([pk.header]) + bytes(pk.data)))
+
+
+def test_cflibs_own_packet_layouts_fly_the_emulated_drone():
+    from cflib.crazyflie.commander import Commander
+    from cflib.crazyflie.high_level_commander import HighLevelCommander
+
+    swarm = _swarm(estimate_noise_m=0.0, estimate_vel_noise_mps=0.0)
+    sink = _PacketSink(VirtualCrazyflie(swarm, 0, "cf1"))
+    commander, hl = Commander(sink), HighLevelCommander(sink)
+    _run(swarm, 0.5, lambda: commander.send_setpoint(0.0, 0.0, 0.0, 45000))
+    assert swarm.true_positions()[0, 2] < 0.02, "RPYT thrust stays locked until a zero"
+    _run(swarm, 0.1, lambda: commander.send_setpoint(0.0, 0.0, 0.0, 0))
+    _run(swarm, 0.3, lambda: commander.send_setpoint(0.0, 0.0, 0.0, 40000))
+    assert swarm.true_positions()[0, 2] > 0.1, "unlocked: 40000 > hover thrust, it climbs"
+    _run(swarm, 3.0, lambda: commander.send_full_state_setpoint(
+        (0.2, 0.1, 0.6), (0, 0, 0), (0, 0, 0), (0, 0, 0.3826834, 0.9238795), 0, 0, 0))
+    assert swarm.true_positions()[0] == pytest.approx([0.2, 0.1, 0.6], abs=0.03)
+    assert swarm.estimate(0).yaw_rad == pytest.approx(math.pi / 4, abs=0.05)
+    _run(swarm, 1.0, lambda: commander.send_hover_setpoint(0.3, 0.0, 0.0, 0.6))
+    moved = swarm.true_positions()[0, :2] - [0.2, 0.1]
+    assert moved / np.linalg.norm(moved) == pytest.approx([0.7071, 0.7071], abs=0.1), \
+        "hover vx is along the heading (yaw 45 deg)"
+    _run(swarm, 2.0, lambda: commander.send_zdistance_setpoint(0.0, 0.0, 0.0, 0.4))
+    assert swarm.true_positions()[0, 2] == pytest.approx(0.4, abs=0.03)
+    commander.send_notify_setpoint_stop()
+    hl.go_to(0.0, 0.0, 0.8, 0.0, 2.0)
+    _run(swarm, 2.5)
+    assert swarm.true_positions()[0] == pytest.approx([0.0, 0.0, 0.8], abs=0.03)
+    assert swarm.onboard[0].source == "high-level"
+    hl.land(0.0, 2.0)
+    _run(swarm, 2.5)
+    hl.stop()
+    _run(swarm, 0.2)
+    assert swarm.true_positions()[0, 2] < 0.02
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 @settings(max_examples=400, deadline=None, derandomize=True,
