@@ -26,7 +26,8 @@ setup(
             "firmware_export.*",
         ]
     ),
-    package_data={"sim": ["models/*.yaml"]},
+    package_data={"sim": ["models/*.yaml"],
+                  "firmware_export": ["c/*.c", "c/*.h", "c/*.ld"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
@@ -53,11 +54,11 @@ setup(
         "gymnasium>=0.29",
         "typer>=0.12",
         "cyclonedds>=0.10.5",
+        "cflib>=0.1.32",
     ],
     extras_require={
         "train": ["torch==2.13.0", "tensorboard>=2.14", "onnx>=1.16"],
         "runtime": ["onnxruntime>=1.17", "onnx>=1.16", "daqp>=0.11"],
-        "crazyflie": ["cflib>=0.1.32"],
         "dev": ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2", "ruff>=0.5"],
     },
     entry_points={
@@ -66,6 +67,7 @@ setup(
             "robot_node = ros_nodes.robot_node:main",
             "sim_bridge = ros_nodes.sim_bridge:main",
             "task_server = ros_nodes.task_server:main",
+            "crazyflie_bridge = ros_nodes.crazyflie_bridge:main",
         ],
     },
     zip_safe=True,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ros_nodes.crazyflie_bridge import CrazyflieBridgeParams
 from ros_nodes.params import build_params
 from ros_nodes.robot_node import RobotParams
 from ros_nodes.sim_bridge import SimBridgeParams
@@ -19,7 +20,7 @@ from ros_nodes.task_server import TaskServerParams
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = {"robot_node": RobotParams, "sim_bridge": SimBridgeParams,
-          "task_server": TaskServerParams}
+          "task_server": TaskServerParams, "crazyflie_bridge": CrazyflieBridgeParams}
 
 
 class Node:
@@ -103,3 +104,21 @@ def test_rviz_is_started_only_on_request(monkeypatch):
     assert Path(rviz[0].kwargs["arguments"][1]).is_file()
     with pytest.raises(ValueError, match="shield:=yes: expected true or false"):
         entities[-1]({**declared, "shield": "yes"})
+
+
+@pytest.mark.parametrize("groups, bridges", [("", 1), ("cf1,cf2;cf3", 2)])
+def test_crazyflie_swarm_launch_starts_bridges_and_robots(monkeypatch, groups, bridges):
+    fake_ros(monkeypatch, REPO)
+    module = load(REPO / "launch" / "crazyflie_swarm.launch.py")
+    entities = module.generate_launch_description()
+    declared = dict(e for e in entities if isinstance(e, tuple))
+    nodes = entities[-1]({**declared, "bridge_groups": groups})
+    found = [n for n in nodes if n.kwargs["executable"] == "crazyflie_bridge"]
+    assert len(found) == bridges
+    robots = [n for n in nodes if n.kwargs["executable"] == "robot_node"]
+    assert robots[0].kwargs["parameters"][0]["robots"] == ["cf1", "cf2", "cf3"]  # cf4 disabled
+    for n in nodes:
+        (params,) = n.kwargs["parameters"]
+        build_params(PARAMS[n.kwargs["executable"]], params, n.kwargs["name"])
+    with pytest.raises(ValueError, match="bridge_groups: not enabled"):
+        entities[-1]({**declared, "bridge_groups": "cf4"})
