@@ -10,8 +10,12 @@ $(VENV)/.installed: setup.py package.xml
 	$(PY) -m pip install -e '.[dev,train,runtime]'
 	touch $@
 
+MISSION ?= goals
+DEMO_CONFIG = $(if $(filter tasks,$(MISSION)),config/mrta_swarm.yaml,config/sim_swarm.yaml)
+
+# make demo: 8 robots fly into a circle; make demo MISSION=tasks: coalition task allocation
 demo: $(VENV)/.installed
-	$(VENV)/bin/swarm-rl launch config/sim_swarm.yaml --lockstep --out results/demo
+	$(VENV)/bin/swarm-rl launch $(DEMO_CONFIG) --lockstep --out results/demo
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check sim swarm_rl ros_nodes firmware_export launch tests
