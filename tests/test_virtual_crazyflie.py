@@ -184,6 +184,12 @@ def test_high_level_takeoff_go_to_land_tracks_the_plan():
     hl("<BB", 0, 0b10)  # group mask 2: a takeoff for group 1 is not for this drone
     hl("<BBff?f", 7, 0b01, 0.8, 0.0, False, 2.0)
     assert not swarm.onboard[0].planner.active
+    hl("<BBff?f", 7, 0b10, 0.8, 0.0, False, 2.0)
+    assert swarm.onboard[0].planner.active, "one for group 2 is"
+    hl("<BB", 3, 0)
+    swarm.params[0].values["commander.enHighLevel"] = 0
+    hl("<BBff?f", 7, 0, 0.8, 0.0, False, 2.0)
+    assert not swarm.onboard[0].planner.active, "commander.enHighLevel 0: ignored"
 
 
 def test_battery_sags_under_thrust_drains_and_shuts_down():
@@ -481,7 +487,8 @@ def test_four_drones_connect_log_at_100hz_fly_a_square_and_land(tmp_path):
         assert np.diff(t).max() < 0.1, "no gap in the log stream"
     worst = max(max(e) for e in corner_err.values())
     print(f"connect s (TOC download) {warm.connect_s}, (cached) {factory.connect_s}; corner "
-          f"errors m {corner_err}; min separation {summary['min_separation_m']:.3f} m")
+          f"errors m {corner_err}; min separation {summary['min_separation_m']:.3f} m; "
+          f"emulator CPU {summary['cpu_fraction']:.0%} of a core")
     assert worst < 0.04, corner_err
     assert summary["collision_events"] == 0
     assert summary["min_separation_m"] > 0.45

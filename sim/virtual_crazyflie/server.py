@@ -66,6 +66,8 @@ class VirtualCrazyflieServer:
         self.lag_events = 0
         self.max_lag_s = 0.0
         self.wall_time_s = 0.0
+        self.cpu_time_s = 0.0
+        """CPU time of this process while serving (all threads; the loop is one)."""
         self._t0 = 0.0
         self.swarm.step()  # loads the compiled kernels before the clock starts
 
@@ -104,6 +106,14 @@ class VirtualCrazyflieServer:
     def run(self, duration_s: float | None = None) -> None:
         """Serve until :meth:`stop` (or for ``duration_s`` of wall time)."""
         self._t0 = start = time.monotonic()
+        cpu0 = time.process_time()
+        try:
+            self._loop(duration_s)
+        finally:  # also when Ctrl-C interrupts the loop
+            self.wall_time_s = time.monotonic() - start
+            self.cpu_time_s = time.process_time() - cpu0
+
+    def _loop(self, duration_s: float | None) -> None:
         dt = self.swarm.control_dt_s
         while not self._stop.is_set():
             now = self.elapsed_s()
@@ -120,7 +130,6 @@ class VirtualCrazyflieServer:
                 break  # sockets closed under us
             for sock in readable:
                 self._receive(sock)
-        self.wall_time_s = time.monotonic() - start
 
     def _advance(self, now: float, dt: float) -> None:
         lag = now - self.swarm.time_s
@@ -210,6 +219,7 @@ class VirtualCrazyflieServer:
             "sim_time_s": st.sim_time_s, "wall_time_s": wall,
             "real_time_factor": st.sim_time_s / wall if wall > 0 else None,
             "lag_events": self.lag_events, "max_lag_ms": 1000.0 * self.max_lag_s,
+            "cpu_fraction": self.cpu_time_s / wall if wall > 0 and self.cpu_time_s else None,
             "min_separation_m": None if math.isinf(st.min_separation_m)
             else st.min_separation_m,
             "collision_events": st.collision_events, "max_altitude_m": st.max_altitude_m,
