@@ -17,6 +17,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from ros_nodes.params import launch_bool
+
 ARGS = {
     "config": ("", "crazyflies.yaml; empty: the shipped config/crazyflies.yaml."),
     "policy": ("", "ONNX policy; empty: the shipped formation_velocity_8.onnx."),
@@ -26,12 +28,6 @@ ARGS = {
     "bridge_groups": ("", "Robots per bridge (one per radio): 'cf1,cf2;cf3'; empty: one."),
     "rviz": ("false", "Start RViz with config/swarm.rviz."),
 }
-
-
-def _truthy(text: str, name: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise ValueError(f"{name}:={text}: expected true or false")
-    return text.lower() == "true"
 
 
 def _enabled_robots(config: Path) -> list[str]:
@@ -53,7 +49,7 @@ def _nodes(context):
     nodes = [Node(package="swarm_rl", executable="crazyflie_bridge",
                   name=f"crazyflie_bridge_{k}", output="screen",
                   parameters=[{"config": str(config), "robots": group,
-                               "auto_takeoff": _truthy(arg["auto_takeoff"], "auto_takeoff")}])
+                               "auto_takeoff": launch_bool(arg["auto_takeoff"], "auto_takeoff")}])
              for k, group in enumerate(groups)]
     per = int(arg["robots_per_process"]) or len(names)
     for start in range(0, len(names), per):
@@ -63,8 +59,8 @@ def _nodes(context):
             name=f"robots_{hosted[0]}" + (f"_{hosted[-1]}" if len(hosted) > 1 else ""),
             output="screen",
             parameters=[{"robots": hosted, "swarm": names, "policy": policy,
-                         "shield": _truthy(arg["shield"], "shield")}]))
-    if _truthy(arg["rviz"], "rviz"):
+                         "shield": launch_bool(arg["shield"], "shield")}]))
+    if launch_bool(arg["rviz"], "rviz"):
         nodes.append(Node(package="rviz2", executable="rviz2", name="rviz2",
                           arguments=["-d", str(share / "config" / "swarm.rviz")]))
     return nodes

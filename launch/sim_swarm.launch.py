@@ -18,6 +18,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from ros_nodes.params import launch_bool
+
 ARGS = {
     "robots": ("8", "Number of simulated robots (cf1 ... cfN)."),
     "policy": ("", "ONNX policy; empty: the shipped formation_velocity_8.onnx."),
@@ -31,12 +33,6 @@ ARGS = {
     "task_preset": ("mrta_room_8", "tasks mission: MRTA preset name or YAML path."),
     "task_policy": ("greedy", "tasks mission: greedy, or an exported task policy (.onnx)."),
 }
-
-
-def _truthy(text: str, name: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise ValueError(f"{name}:={text}: expected true or false")
-    return text.lower() == "true"
 
 
 def _nodes(context):
@@ -73,9 +69,9 @@ def _nodes(context):
             name=f"robots_{hosted[0]}" + (f"_{hosted[-1]}" if len(hosted) > 1 else ""),
             output="screen",
             parameters=[{"robots": hosted, "swarm": names, "policy": policy,
-                         "shield": _truthy(arg["shield"], "shield"),
+                         "shield": launch_bool(arg["shield"], "shield"),
                          "control_rate_hz": float(rate), **mission}]))
-    if _truthy(arg["rviz"], "rviz"):
+    if launch_bool(arg["rviz"], "rviz"):
         nodes.append(Node(package="rviz2", executable="rviz2", name="rviz2",
                           arguments=["-d", str(share / "config" / "swarm.rviz")]))
     return nodes

@@ -21,11 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ros_nodes.crazyflie_link import CrazyflieLinkConfig
 from ros_nodes.transport import check_robot_name
-from sim.config import build_dataclass
+from sim.config import build_dataclass, read_yaml_mapping
 from sim.errors import ConfigError
 
 FILE_VERSION = 1
@@ -67,14 +65,7 @@ def _link_config(data: dict[str, Any], where: str) -> tuple[CrazyflieLinkConfig,
 def load_crazyflies(path: str | Path) -> list[CrazyflieEntry]:
     """The robots of a ``crazyflies.yaml``, enabled or not, in file order."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping with fileversion, all, robots")
+    doc = read_yaml_mapping(path)
     unknown = sorted(set(doc) - {"fileversion", "all", "robots"})
     if unknown:
         raise ConfigError(f"{path}: {unknown[0]}: unknown section; allowed: fileversion, all, "

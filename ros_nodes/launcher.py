@@ -166,17 +166,10 @@ class LaunchConfig:
 
 def load_launch_config(path: str | Path, overrides: dict[str, Any] | None = None
                        ) -> LaunchConfig:
-    from sim.config import build_dataclass
+    from sim.config import build_dataclass, read_yaml_mapping
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of options")
+    data = read_yaml_mapping(path)
     data.update(overrides or {})
     try:
         cfg = build_dataclass(LaunchConfig, data, "")

@@ -146,6 +146,13 @@ def _scalar(where: str, hint: type, value: Any, field: dataclasses.Field) -> Any
     return value
 
 
+def launch_bool(text: str, name: str) -> bool:
+    """A ``ros2 launch`` argument ``name:=true|false`` as a bool; ``ValueError`` otherwise."""
+    if text.lower() not in ("true", "false"):
+        raise ValueError(f"{name}:={text}: expected true or false")
+    return text.lower() == "true"
+
+
 def describe(cls: type) -> list[tuple[str, Any, str]]:
     """(name, default, help) of every declared parameter, for docs and ``--help``."""
     out = []

@@ -233,8 +233,9 @@ def config_from_dict(data: dict[str, Any]) -> EnvConfig:
     return build_dataclass(EnvConfig, data, "").validate()
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EnvConfig:
-    """Load an :class:`EnvConfig` from a YAML file; ``overrides`` replace top-level keys."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (empty file: ``{}``); :class:`ConfigError` names
+    the file when it is missing, malformed or not a mapping."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -245,6 +246,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> En
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of options, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EnvConfig:
+    """Load an :class:`EnvConfig` from a YAML file; ``overrides`` replace top-level keys."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
     data.update(overrides or {})
     try:
         return config_from_dict(data)
