@@ -181,7 +181,7 @@ def test_watchdog_hovers_after_200_ms_without_commands_then_lands_after_1_s(conf
     with one_drone() as server, CrazyflieLink(server.uris[0], "cf1", config, rec.state,
                                               rec.status) as link:
         assert link.wait_connected(5.0)
-        assert link.takeoff(0.8, 1.5)
+        assert link.takeoff(0.8, 1.0)
         assert wait_for(lambda: link.mode == FlightMode.HOVERING, 3.0)
         for _ in range(40):
             time.sleep(0.025)
@@ -272,7 +272,7 @@ def test_killed_virtual_crazyflie_is_reported_lost_and_reconnected_when_it_retur
         vcf.kill()  # SIGKILL mid-flight
         assert wait_for(lambda: link.link == LinkState.LOST, 2.0)
         lost_after = rec.first(lambda s: s.link == LinkState.LOST, after=killed) - killed
-        time.sleep(1.5)  # a few failed attempts with back-off
+        time.sleep(0.8)  # a few failed attempts with back-off
         vcf = VirtualCrazyflieProcess(drones=1, base_port=port).start()
         back = time.monotonic()
         assert wait_for(lambda: link.link == LinkState.CONNECTED and link.reconnects == 1,

@@ -369,7 +369,7 @@ def test_cflib_commander_setpoints_fly_the_drone():
     with VirtualCrazyflieServer(VirtualSwarmConfig(drones=1, base_port=0)) as server:
         with SyncCrazyflie(server.uris[0], cf=Crazyflie()) as scf:
             commander = scf.cf.commander
-            for _ in range(150):  # 3 s of position setpoints at 50 Hz
+            for _ in range(125):  # 2.5 s of position setpoints at 50 Hz
                 commander.send_position_setpoint(0.3, -0.2, 0.6, 45.0)
                 time.sleep(0.02)
             pos = server.swarm.true_positions()[0]
