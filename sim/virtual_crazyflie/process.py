@@ -31,7 +31,9 @@ class VirtualCrazyflieProcess:
         self._lines: list[str] = []
 
     def start(self) -> "VirtualCrazyflieProcess":
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ,
+               "PYTHONPATH": str(REPO_ROOT) + (os.pathsep + path if path else "")}
         self.proc = subprocess.Popen(self.args, cwd=REPO_ROOT, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         ready = threading.Event()

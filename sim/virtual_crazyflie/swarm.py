@@ -5,6 +5,10 @@ The batched engine (:mod:`sim.batched_physics`, one environment of N drones) int
 step; the onboard stack (:mod:`.onboard`) and the battery at ``control_hz``. Drone-drone contacts
 are detected and counted, not resolved (the batched engine's known departure); the floor stops
 the drones. One :meth:`VirtualSwarm.step` advances one control period.
+
+Why the batched engine and not PyBullet: the emulator must keep real time on one core next to
+its UDP loop; with the batched engine 8 drones in flight cost about 2.3 ms of each 10 ms control
+period, 16 drones 3.4 ms (most of it the per-drone Python of the onboard stack).
 """
 from __future__ import annotations
 
