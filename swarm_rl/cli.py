@@ -370,7 +370,7 @@ def eval_cmd(
         from swarm_rl.mrta.evaluate import run_eval
 
         text, summary = run_eval(scenario, policy, list(baseline or []), list(compare or []),
-                                 ablations, seeds, episodes or 96, seed, plot)
+                                 ablations, seeds, episodes or 96, seed, plot, run)
         typer.echo(text)
         if as_json:
             emit_json(summary)

@@ -234,10 +234,38 @@ def plot_bars(results: list[MethodResult], path: str | Path, title: str) -> Path
     return path
 
 
+def plot_learning_curve(progress_jsonl: str | Path, path: str | Path, title: str) -> Path:
+    """PNG: training return and completed tasks per level (means of the last episodes) against
+    agent decisions, from a task-policy run's progress.jsonl."""
+    from swarm_rl.plots import _figure, _png, read_progress
+
+    rows = [r for r in read_progress(progress_jsonl) if "return" in r and "steps" in r]
+    if not rows:
+        raise ValueError(f"{progress_jsonl}: no progress records with a return yet")
+    steps = np.array([r["steps"] for r in rows], float)
+    fig = _figure((12, 4.4))
+    ax_ret, ax_lvl = fig.subplots(1, 2)
+    ax_ret.plot(steps, [r["return"] for r in rows], color="tab:blue")
+    ax_ret.set(title="training episode return (stochastic policy)", xlabel="agent decisions",
+               ylabel="return (sum of L^2)")
+    for j in (1, 2, 3):
+        ax_lvl.plot(steps, [r[f"completed_L{j}"] for r in rows], label=f"level {j}")
+    ax_lvl.set(title="completed tasks per episode", xlabel="agent decisions", ylabel="tasks")
+    ax_lvl.legend(fontsize=8)
+    for ax in (ax_ret, ax_lvl):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title} ({steps[-1]:,.0f} decisions, {rows[-1].get('wall_s', 0):.0f} s)",
+                 fontsize=12)
+    path = Path(path)
+    files.write_bytes(path, _png(fig))
+    return path
+
+
 def run_eval(scenario: str, policy: Path | None, baselines: list[str], compare: list[Path],
              ablations: bool, seeds: int, episodes: int, seed: int,
-             plot: Path | None) -> tuple[str, dict[str, Any]]:
-    """``swarm-rl eval`` on an MRTA preset: the text to print and the JSON summary."""
+             plot: Path | None, run: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """``swarm-rl eval`` on an MRTA preset: the text to print and the JSON summary. ``run``:
+    a training run directory whose learning curve is plotted too."""
     from sim.mrta.config import load_mrta_env
 
     cfg = load_mrta_env(scenario)
@@ -261,4 +289,10 @@ def run_eval(scenario: str, policy: Path | None, baselines: list[str], compare: 
         plot_bars(results, plot, f"{name}: {seeds} seeds x {episodes} episodes")
         summary["plot"] = str(plot)
         text.append(f"wrote {plot}")
+    if run is not None:
+        curve = (plot.with_name(plot.stem + "_learning.png") if plot is not None
+                 else run / "learning_curve.png")
+        plot_learning_curve(run / "progress.jsonl", curve, run.name)
+        summary["learning_curve"] = str(curve)
+        text.append(f"wrote {curve}")
     return "\n".join(text), summary
