@@ -54,7 +54,7 @@ setup(
         "gymnasium>=0.29",
         "typer>=0.12",
         "cyclonedds>=0.10.5",
-        "cflib>=0.1.32",
+        "cflib>=0.1.34",
     ],
     extras_require={
         "train": ["torch==2.13.0", "tensorboard>=2.14", "onnx>=1.16"],
