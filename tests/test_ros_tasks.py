@@ -73,7 +73,9 @@ def test_task_mission_forms_coalitions_over_dds(tmp_path):
     s = run_launch(cfg, progress=False)
     assert all(code == 0 for code in s["exit_codes"].values()), s["exit_codes"]
     level1, level2, level3 = s["tasks_completed_by_level"]
-    assert level1 >= 5 and level2 + level3 >= 2, s["tasks_completed_by_level"]
+    # decisions interleave with the lockstep ticks as the processes are scheduled, so the
+    # counts vary from run to run (seen: 17/3/3 to 3/3/4 in 25 s); coalitions always form
+    assert level1 + level2 + level3 >= 6 and level2 + level3 >= 2, s["tasks_completed_by_level"]
     assert s["task_return"] == level1 + 4 * level2 + 9 * level3
     assert s["collisions_per_drone_minute"] == 0.0
     assert s["min_separation_m"] >= 0.28
