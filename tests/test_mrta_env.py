@@ -122,3 +122,22 @@ def test_a_masked_choice_is_refused():
         pytest.skip("every slot legal in this draw")
     with pytest.raises(ValueError, match="action mask"):
         env.step(bad)
+
+
+def test_a_task_named_in_a_heard_intention_is_choosable_beyond_view_range():
+    base = dict(world_size_m=(20.0, 20.0), num_robots=2, initial_tasks=[0, 0, 1], max_tasks=2,
+                task_mode="arrival", arrival_rate=0.0, arrival_region_m=(0.0, 0.0, 10.0, 10.0),
+                view_range_m=5.0, comm_range_m=8.0, task_slots=2, neighbour_slots=1)
+    for sharing in (True, False):
+        cfg = MRTAConfig(intention_sharing=sharing, **base).validate()
+        env = MRTAVecEnv(cfg, 1)
+        env.reset([0])
+        env.robot_xy[0] = [[-4.0, 0.0], [3.0, 0.0]]
+        env.tasks.xy[0, 0] = [3.5, 0.0]  # 7.5 m from robot 1: out of its view
+        env.target[0] = [-1, 0]
+        obs = env.observe()
+        env.last_obs = obs
+        known = obs.slot_task[0, 0].tolist()
+        assert known == ([0, -1] if sharing else [-1, -1])
+        if sharing:  # robot 1 can join robot 2's task
+            assert env.actions_to_targets(np.array([[0, 2]]))[0, 0] == 0

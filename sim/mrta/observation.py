@@ -2,15 +2,16 @@
 
 Batched over E environments x N robots (numpy), used by the training env, by evaluation and,
 with E = 1, by a robot node on live data (:func:`sim.mrta.decide.observe_robot`). Layout
-version 1, one flat float32 vector per robot (ENU, distances scaled by the ranges):
+version 2, one flat float32 vector per robot (ENU, distances scaled by the ranges):
 
 - ``own`` (4): x / (X/2), y / (Y/2), share of the episode left, has a target (0/1);
-- ``tasks`` (K_t x 10), the robot's current target first, then the visible tasks (within
-  ``view_range_m``) nearest first: dx / view, dy / view, distance / view, level one-hot (3),
-  is my target, intention weight (the sum over heard neighbours heading there of
-  ``discount ** eta``, eta = their arrival time in decision steps: the paper's path map read
-  at the task), heard neighbours heading there / 3, robots still missing
-  ``max(L - heard - mine, 0) / 3``;
+- ``tasks`` (K_t x 10), the robot's current target first, then the known tasks nearest
+  first; a task is known when it is visible (within ``view_range_m``) or named in a heard
+  intention (a neighbour heading there has told where it is): dx / view, dy / view,
+  distance / view, level one-hot (3), is my target, intention weight (the sum over heard
+  neighbours heading there of ``discount ** eta``, eta = their arrival time in decision
+  steps: the paper's path map read at the task), heard neighbours heading there / 3, robots
+  still missing ``max(L - heard - mine, 0) / 3``;
 - ``task_mask`` (K_t): slot holds a task;
 - ``neighbours`` (K_n x 6), nearest within ``comm_range_m``: dx / comm, dy / comm, has an
   intention with a target (0/1), its target's dx / comm, dy / comm, eta / horizon;
@@ -29,7 +30,9 @@ import numpy as np
 
 from sim.mrta.config import LEVELS, MRTAConfig
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+"""2: tasks named in heard intentions are known (observable and choosable) beyond view range;
+1 offered visible tasks only. The two agree when intention sharing is off."""
 OWN_DIM = 4
 TASK_FEATS = 10
 NEIGHBOUR_FEATS = 6
@@ -114,19 +117,20 @@ def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
         intent_heard = np.zeros_like(intent_heard)
     neighbour_heard = neighbour_heard & not_self
 
-    # Tasks: own target first, then visible ones nearest first.
-    rel = task_xy[:, None, :, :] - robot_xy[:, :, None, :]  # (E, N, M, 2)
-    dist = np.linalg.norm(rel, axis=-1)
-    mine = (np.arange(m)[None, None, :] == target[..., None]) & task_active[:, None, :]
-    known = (task_active[:, None, :] & (dist <= view)) | mine
-    order, valid = _nearest(np.where(mine, -1.0, np.where(known, dist, np.inf)), kt)
-    gather = lambda a: np.take_along_axis(a, order, axis=-1)  # noqa: E731
-
+    # Intentions heard, per task.
     onehot = (np.arange(m)[None, None, :] == intent_slot[..., None]).astype(float)  # (E, K, M)
     weight = cfg.intention_discount ** intent_eta.astype(float)
     heard = intent_heard.astype(float)
     w_task = np.einsum("eik,ekm->eim", heard * weight[:, None, :], onehot)
     c_task = np.einsum("eik,ekm->eim", heard, onehot)
+
+    # Tasks: own target first, then the known ones nearest first.
+    rel = task_xy[:, None, :, :] - robot_xy[:, :, None, :]  # (E, N, M, 2)
+    dist = np.linalg.norm(rel, axis=-1)
+    mine = (np.arange(m)[None, None, :] == target[..., None]) & task_active[:, None, :]
+    known = (task_active[:, None, :] & ((dist <= view) | (c_task > 0))) | mine
+    order, valid = _nearest(np.where(mine, -1.0, np.where(known, dist, np.inf)), kt)
+    gather = lambda a: np.take_along_axis(a, order, axis=-1)  # noqa: E731
     level = np.broadcast_to(task_level[:, None, :], (e, n, m))
 
     tasks = np.zeros((e, n, kt, TASK_FEATS))
