@@ -5,9 +5,10 @@ in real time (``real_time_factor`` 1) at ``rate_hz``: one ``sim_bridge`` process
 and the robots split over ``processes`` ``robot_node`` processes (each host shares one reader
 per topic and one neighbour table). Figures per size:
 
-- state-to-command latency (ms, p50 / p99): from the bridge publishing a state to it receiving
-  the command computed from that state (DDS both ways, the neighbour table, observation, ONNX
-  policy, CBF shield);
+- state-to-command latency (ms, p50 / p99): from the bridge publishing a state to the robot
+  node writing the command computed from that state (the command's DDS source timestamp):
+  DDS delivery, the neighbour table, observation, ONNX policy, CBF shield, and the wait behind
+  the other robots of the same process;
 - achieved real-time factor of the simulator, and the share of ticks every robot answered;
 - watchdog hover events (a robot's command older than the bridge's 0.2 s timeout).
 

@@ -179,7 +179,7 @@ class SimBridge:
                 self.answered[i] = True
             for published, wall in self._published_wall:
                 if abs(published - stamp) < 1e-6:
-                    self.latencies_ms.append((time.perf_counter() - wall) * 1e3)
+                    self.latencies_ms.append((_sent_wall_s(msg) - wall) * 1e3)
                     break
         return on_command
 
@@ -214,7 +214,7 @@ class SimBridge:
             for i, pub in enumerate(self._goal):
                 pub.publish(m.pose_stamped(stamp, goals[i]))
             self._last_goals, self._goals_sent_t_s = goals.copy(), self.t_s
-        self._published_wall.append((stamp, time.perf_counter()))
+        self._published_wall.append((stamp, time.time()))
         self.answered[:] = False
         for i, name in enumerate(self.names):
             q = m.quat_xyzw_from_matrix(s.rot[0, i])
@@ -300,6 +300,14 @@ class SimBridge:
                 np.savez(f, positions_m=np.array(self.positions), goals_m=np.array(self.goals),
                          dt_s=self.dt_s, names=np.array(self.names))
         self.env.close()
+
+
+def _sent_wall_s(msg: object) -> float:
+    """When the command was written (s, wall clock): the DDS source timestamp where the
+    transport gives one, so the bridge's own busy time does not count; else now."""
+    info = getattr(msg, "sample_info", None)
+    stamp_ns = getattr(info, "source_timestamp", None)
+    return stamp_ns * 1e-9 if isinstance(stamp_ns, int) and stamp_ns > 0 else time.time()
 
 
 def main(argv: list[str] | None = None) -> int:
