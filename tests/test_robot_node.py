@@ -37,6 +37,7 @@ def test_nan_and_out_of_range_odometry_is_rejected_counted_and_the_robot_holds()
     odom1 = t.create_publisher(m.Odometry, "/cf1/odom", QosKind.SENSOR)
     odom2 = t.create_publisher(m.Odometry, "/cf2/odom", QosKind.SENSOR)
     goal = t.create_publisher(m.PoseStamped, "/cf1/goal", QosKind.LATCHED)
+    gamma = t.create_publisher(m.Float64, "/cf1/shield_gamma", QosKind.COMMAND)
     cmds: list[tuple[float, np.ndarray]] = []
     status: list[dict[str, str]] = []
     cmd_sub = t.create_subscription(
@@ -64,6 +65,9 @@ def test_nan_and_out_of_range_odometry_is_rejected_counted_and_the_robot_holds()
         nan = phase(1.0, [np.nan, 0.0, 1.0], [np.nan, 0.0, 1.0])
         huge = phase(1.0, [1e5, 0.0, 1.0], [0.0, 1e5, 1.0])
         phase(0.3, here, [-1.5, 0.0, 1.0])
+        gamma_before = status[-1]["shield_gamma"]
+        gamma.publish(m.Float64(5.0))  # the shield's gamma, set at run time
+        phase(0.5, here, [-1.5, 0.0, 1.0])
     finally:
         t.close()
         proc.terminate()
@@ -89,6 +93,7 @@ def test_nan_and_out_of_range_odometry_is_rejected_counted_and_the_robot_holds()
     assert int(last["rejected_neighbour_nonfinite"]) > 30
     assert int(last["rejected_neighbour_position_implausible"]) > 30
     assert last["mode"] == "policy", "a good state resumes normal control"
+    assert gamma_before == "density_rule" and last["shield_gamma"] == "5"
 
 
 @pytest.mark.parametrize("args, message", [
