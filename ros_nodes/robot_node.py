@@ -260,8 +260,10 @@ class RobotHost:
         robot.cmd_pub.publish(m.twist_stamped(stamp, cmd.velocity_mps, cmd.yaw_rate_rad_s))
 
     def _watchdog(self) -> None:
-        """Robots whose own odometry stopped still get a command: hover, then land."""
-        late_s = 1.5 / self.rate_hz
+        """Robots whose own odometry stopped still get a command: hover, then land. It acts
+        only once the own state is stale (``own_stale_s``), so a host that runs late is not
+        loaded with extra policy ticks on top."""
+        late_s = self.params.own_stale_s
         wall = time.monotonic()
         for robot in self.robots.values():
             if wall - robot.last_tick_wall_s > late_s:
