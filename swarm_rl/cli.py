@@ -57,7 +57,7 @@ def _typer(**kwargs: Any) -> typer.Typer:
 app = _typer(help="Control stack for Crazyflie quadrotor swarms: simulate, train, evaluate, "
                   "export and launch.")
 bench_app = _typer(help="Measure throughput and latency: bench sim, bench runtime, bench train, "
-                        "bench firmware.")
+                        "bench graph, bench firmware.")
 app.add_typer(bench_app, name="bench")
 export_app = _typer(help="Export a trained policy: export onnx, export firmware.")
 app.add_typer(export_app, name="export")
