@@ -18,6 +18,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from ros_nodes.params import launch_bool
+from ros_nodes.transport import host_groups
 
 ARGS = {
     "config": ("", "crazyflies.yaml; empty: the shipped config/crazyflies.yaml."),
@@ -51,12 +52,10 @@ def _nodes(context):
                   parameters=[{"config": str(config), "robots": group,
                                "auto_takeoff": launch_bool(arg["auto_takeoff"], "auto_takeoff")}])
              for k, group in enumerate(groups)]
-    per = int(arg["robots_per_process"]) or len(names)
-    for start in range(0, len(names), per):
-        hosted = names[start:start + per]
+    for node, hosted in host_groups(names, int(arg["robots_per_process"])):
         nodes.append(Node(
             package="swarm_rl", executable="robot_node",
-            name=f"robots_{hosted[0]}" + (f"_{hosted[-1]}" if len(hosted) > 1 else ""),
+            name=node,
             output="screen",
             parameters=[{"robots": hosted, "swarm": names, "policy": policy,
                          "shield": launch_bool(arg["shield"], "shield")}]))

@@ -19,6 +19,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from ros_nodes.params import launch_bool
+from ros_nodes.transport import host_groups
 
 ARGS = {
     "robots": ("8", "Number of simulated robots (cf1 ... cfN)."),
@@ -61,12 +62,10 @@ def _nodes(context):
                           output="screen", parameters=[{"robots": names, "preset": preset}]))
     mission = ({"mission": "tasks", "task_preset": preset, "task_policy": arg["task_policy"]}
                if tasks else {})
-    per = int(arg["robots_per_process"]) or n
-    for start in range(0, n, per):
-        hosted = names[start:start + per]
+    for node, hosted in host_groups(names, int(arg["robots_per_process"])):
         nodes.append(Node(
             package="swarm_rl", executable="robot_node",
-            name=f"robots_{hosted[0]}" + (f"_{hosted[-1]}" if len(hosted) > 1 else ""),
+            name=node,
             output="screen",
             parameters=[{"robots": hosted, "swarm": names, "policy": policy,
                          "shield": launch_bool(arg["shield"], "shield"),

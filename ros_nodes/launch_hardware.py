@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ros_nodes import messages as m
 from ros_nodes.crazyflie_bridge import REPORT_FILE, TRAJECTORY_FILE
 from ros_nodes.crazyflie_config import load_crazyflies
-from ros_nodes.transport import QosKind, robot_topic
+from ros_nodes.transport import QosKind, host_groups, robot_topic
 
 log = logging.getLogger(__name__)
 LANDED_M = 0.1
@@ -42,13 +42,10 @@ def hardware_commands(cfg, out: Path, names: list[str]) -> list[tuple[str, list[
               "report_dir": str(out), "dds.network": cfg.dds.network}
     cmds = [("crazyflie_bridge", [sys.executable, "-m", "ros_nodes.crazyflie_bridge",
                                   *_ros_args(bridge)])]
-    per = cfg.robots.robots_per_process or len(names)
-    for start in range(0, len(names), per):
-        hosted = names[start:start + per]
+    for node, hosted in host_groups(names, cfg.robots.robots_per_process):
         robot = {"robots": hosted, "swarm": names, "policy": cfg.robots.policy,
                  "shield": cfg.robots.shield, "dds.network": cfg.dds.network,
                  **cfg.robots.params}
-        node = f"robots_{hosted[0]}" + (f"_{hosted[-1]}" if len(hosted) > 1 else "")
         cmds.append((node, [sys.executable, "-m", "ros_nodes.robot_node", *_ros_args(robot),
                             "-r", f"__node:={node}"]))
     return cmds

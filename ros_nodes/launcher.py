@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ros_nodes import messages as m
 from ros_nodes.sim_bridge import REPORT_FILE, TRAJECTORY_FILE
 from ros_nodes.task_server import REPORT_FILE as TASK_REPORT
-from ros_nodes.transport import QosKind, robot_topic
+from ros_nodes.transport import QosKind, host_groups, robot_topic
 from sim.errors import ConfigError
 from swarm_rl import files
 
@@ -214,9 +214,7 @@ def node_commands(cfg: LaunchConfig, out: Path) -> list[tuple[str, list[str]]]:
                   "dds.network": cfg.dds.network}
         cmds.append(("task_server", [sys.executable, "-m", "ros_nodes.task_server",
                                      *_ros_args(server)]))
-    per = cfg.robots.robots_per_process or len(names)
-    for start in range(0, len(names), per):
-        hosted = names[start:start + per]
+    for node, hosted in host_groups(names, cfg.robots.robots_per_process):
         robot = {"robots": hosted, "swarm": names, "policy": cfg.robots.policy,
                  "shield": cfg.robots.shield, "control_rate_hz": float(rate_hz),
                  "use_sim_time": lockstep, "dds.network": cfg.dds.network,
@@ -225,8 +223,7 @@ def node_commands(cfg: LaunchConfig, out: Path) -> list[tuple[str, list[str]]]:
                  **cfg.robots.params}
         if cfg.dds.loss or cfg.dds.delay_s:
             robot.update({"dds.loss": cfg.dds.loss, "dds.delay_s": cfg.dds.delay_s,
-                          "dds.seed": start})
-        node = f"robots_{hosted[0]}" + (f"_{hosted[-1]}" if len(hosted) > 1 else "")
+                          "dds.seed": names.index(hosted[0])})
         cmds.append((node, [sys.executable, "-m", "ros_nodes.robot_node",
                             *_ros_args(robot), "-r", f"__node:={node}"]))
     return cmds

@@ -80,3 +80,11 @@ def check_robot_name(name: str) -> str:
         raise ValueError(f"robot name {name!r}: must be a letter followed by letters, digits or "
                          "underscores (e.g. cf1)")
     return name
+
+
+def host_groups(names: list[str], per_process: int) -> list[tuple[str, list[str]]]:
+    """The robot_node processes of a swarm: (node name, hosted robots) for ``per_process``
+    robots each (0: all in one), in order; node names ``robots_cf1`` or ``robots_cf1_cf4``."""
+    per = per_process or len(names)
+    groups = [names[start:start + per] for start in range(0, len(names), per)]
+    return [(f"robots_{g[0]}" + (f"_{g[-1]}" if len(g) > 1 else ""), g) for g in groups]
