@@ -69,6 +69,10 @@ class SimBridgeParams:
                                    "with the robots.", min=0.0, max=1000.0)
     lockstep_timeout_s: float = spec(0.5, "Lockstep: longest wait for the robots' commands "
                                      "per tick (wall s).", min=0.001, max=10.0)
+    startup_timeout_s: float = spec(60.0, "Lockstep: longest wait at t = 0 for every robot's "
+                                    "first command (wall s); robot processes start slower "
+                                    "than the bridge on a loaded machine.", min=0.0,
+                                    max=3600.0)
     duration_s: float = spec(0.0, "Stop after this much simulated time (s); 0: run until "
                              "stopped.", min=0.0, max=86400.0)
     cmd_timeout_s: float = spec(0.2, "No command for this long: hover (s).", min=0.0, max=60.0)
@@ -201,7 +205,9 @@ class SimBridge:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def publish_state(self) -> None:
+    def publish_state(self, record: bool = True) -> None:
+        """Publish the clock, goals, odometry and pose of the current state; ``record``: also
+        log it for the trajectory and latency report (off while waiting at t = 0)."""
         s = self.env.physics.state()
         self._stamp_s = time.time()
         stamp = self.stamp_s()
@@ -214,13 +220,16 @@ class SimBridge:
             for i, pub in enumerate(self._goal):
                 pub.publish(m.pose_stamped(stamp, goals[i]))
             self._last_goals, self._goals_sent_t_s = goals.copy(), self.t_s
-        self._published_wall.append((stamp, time.time()))
+        if record:
+            self._published_wall.append((stamp, time.time()))
         self.answered[:] = False
         for i, name in enumerate(self.names):
             q = m.quat_xyzw_from_matrix(s.rot[0, i])
             self._odom[i].publish(m.odometry(name, stamp, s.pos[0, i], s.vel[0, i], q,
                                              s.omega[0, i]))
             self._pose[i].publish(m.pose_stamped(stamp, s.pos[0, i], q))
+        if not record:
+            return
         self.positions.append(s.pos[0].copy())
         self.goals.append(goals.copy() if self.params.publish_goals
                           else self.mission_goals.copy())
@@ -252,9 +261,28 @@ class SimBridge:
     def finished(self) -> bool:
         return bool(self.params.duration_s) and self.t_s >= self.params.duration_s - 1e-9
 
+    def wait_for_robots(self, stop: Event, resend_s: float = 0.2) -> None:
+        """Lockstep: hold t = 0, re-sending the first state every ``resend_s`` (wall s), until
+        every robot has answered once or ``startup_timeout_s`` has passed, so that robot
+        processes that start slower than the bridge do not miss the flight. Robots still
+        silent then are named in a warning and the flight goes on without waiting for them."""
+        seen = np.zeros(len(self.names), bool)
+        deadline = time.perf_counter() + self.params.startup_timeout_s
+        while not (stop.is_set() or seen.all()) and time.perf_counter() < deadline:
+            self.publish_state(record=False)
+            self.transport.spin_until(
+                lambda: stop.is_set() or bool((seen | self.answered).all()), resend_s)
+            seen |= self.answered
+        if not seen.all():
+            log.warning("lockstep start: no command from %s after %.0f s; not waiting for them",
+                        ", ".join(n for n, s in zip(self.names, seen) if not s),
+                        self.params.startup_timeout_s)
+
     def run(self, stop: Event) -> None:
-        wall0 = time.perf_counter()
         rtf = self.params.real_time_factor
+        if self.lockstep:
+            self.wait_for_robots(stop)
+        wall0 = time.perf_counter()
         while not (stop.is_set() or self.finished()):
             self.publish_state()
             if self.lockstep:

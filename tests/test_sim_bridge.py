@@ -62,3 +62,45 @@ def test_watchdog_emergency_and_bad_commands(tmp_path):
     assert report["watchdog_land"][2] == 1, "cf3: silent after 1 s -> hover -> land"
     assert z[-1, 2] < z[50, 2] - 0.5, "and it descended"
     assert abs(z[-1, 1] - z[0, 1]) > 0.5 and z[-1, 1] < z[0, 1], "cf2 (never commanded) landed"
+
+
+def test_lockstep_waits_at_t0_for_robots_that_start_late(tmp_path):
+    """Robot processes may start seconds after the bridge (imports on a loaded machine): a
+    lockstep bridge holds t = 0 until each has answered, instead of flying without them."""
+    dom = 100 + (os.getpid() * 7 + 12) % 120
+    env = {**os.environ, "ROS_DOMAIN_ID": str(dom), "SWARM_RL_TRANSPORT": "dds"}
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "ros_nodes.sim_bridge", "--ros-args", "-p", "drones:=2",
+         "-p", "scenario:=hover", "-p", "control_rate_hz:=50", "-p", "duration_s:=1.0",
+         "-p", "real_time_factor:=0.0", "-p", f"report_dir:={tmp_path}"], env=env, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t = DdsTransport("late_robots", domain_id=dom)
+    clock: list[float] = []
+    t.create_subscription(m.Clock, "/clock", lambda c: clock.append(m.from_time(c.clock)),
+                          QosKind.SENSOR)
+    try:
+        t.spin_until(lambda: len(clock) > 3, 30.0)
+        late_start = time.monotonic()
+        t.spin_until(lambda: bridge.poll() is not None, 3.0)  # the robots are still starting
+        assert bridge.poll() is None and max(clock) == 0.0, "the bridge must hold t = 0"
+        for i in (1, 2):
+            pub = t.create_publisher(m.TwistStamped, f"/cf{i}/cmd_velocity_world",
+                                     QosKind.COMMAND)
+            t.create_subscription(
+                m.Odometry, f"/cf{i}/odom",
+                lambda o, pub=pub: pub.publish(m.twist_stamped(m.from_time(o.header.stamp),
+                                                               [0.0, 0.0, 0.0], 0.0)),
+                QosKind.SENSOR)
+        t.spin_until(lambda: bridge.poll() is not None, 60.0)
+        assert bridge.wait(timeout=30) == 0, bridge.stderr.read()
+        assert time.monotonic() - late_start > 3.0
+    finally:
+        t.close()
+        if bridge.poll() is None:
+            bridge.kill()
+    report = json.loads((tmp_path / REPORT_FILE).read_text())
+    with np.load(tmp_path / TRAJECTORY_FILE) as traj:
+        assert len(traj["positions_m"]) == 50, "one recorded state per tick, none while waiting"
+    assert report["sim_seconds"] == 1.0
+    assert min(report["commands"]) >= 50
+    assert report["watchdog_hover"] == [0, 0], "every tick was answered: no watchdog hover"
