@@ -67,7 +67,8 @@ def _nodes(context):
             package="swarm_rl", executable="robot_node",
             name=node,
             output="screen",
-            parameters=[{"robots": hosted, "swarm": names, "policy": policy,
+            parameters=[{"robots": hosted, "swarm": names, "neighbour_source": "swarm_state",
+                         "policy": policy,
                          "shield": launch_bool(arg["shield"], "shield"),
                          "control_rate_hz": float(rate), **mission}]))
     if launch_bool(arg["rviz"], "rviz"):

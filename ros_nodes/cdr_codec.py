@@ -3,17 +3,19 @@
 Cyclone DDS's Python binding serialises a sample by walking its type field by field in Python:
 about 125 us for one ``nav_msgs/Odometry`` on this machine, which made serialisation the
 largest single cost of the node graph (the bridge writes two messages per drone per tick, every
-robot decodes every neighbour's odometry). The messages sent every tick have a fixed layout:
-numbers, fixed-size arrays of numbers, nested structs and a few strings. For those types this
-module compiles the layout once into :mod:`struct` formats, so a sample is packed or unpacked
-with one ``struct`` call per run of numbers between strings.
+robot decodes every neighbour's odometry). The messages sent every tick are made of numbers,
+fixed-size arrays of numbers, nested structs, strings, and sequences of strings or of
+all-float64 structs (``sensor_msgs/MultiDOFJointState``'s transforms and twists). For those
+types this module compiles the layout once into :mod:`struct` formats, so a sample is packed or
+unpacked with one ``struct`` call per run of numbers.
 
 The bytes are those of the binding's own serialiser (the 4-byte encapsulation header
 ``00 01 00 00``, XCDR1 alignment relative to the end of that header, at most 8, padded to a
-multiple of 4 as ``DataWriter.write`` pads), which ``tests/test_cdr_codec.py`` checks
-byte for byte on random messages. Types with sequences, other encodings and big-endian data
-are not handled here: :func:`codec_for` returns None, :meth:`Codec.decode` raises
-:class:`NotPlainCdr`, and the transport uses the binding's generic path for them.
+multiple of 4 as ``DataWriter.write`` pads), which ``tests/test_cdr_codec.py`` checks byte for
+byte on random messages. Other field types (sequences of structs with strings, such as
+``DiagnosticArray``), other encodings and big-endian data are not handled here:
+:func:`codec_for` returns None or :meth:`Codec.decode` raises :class:`NotPlainCdr`, and the
+transport uses the binding's generic path for them.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from operator import attrgetter
 from typing import Any, Callable
 
 from cyclonedds.idl import IdlStruct
-from cyclonedds.idl.types import array
+from cyclonedds.idl.types import array, sequence
 
 HEADER = b"\x00\x01\x00\x00"
 """Encapsulation header of plain CDR, little-endian (CDR_LE)."""
@@ -48,9 +50,12 @@ class _Leaf:
     path: str
     """Dotted attribute path from the message root (``pose.pose.position.x``)."""
     code: str
-    """struct code of one element, or ``"s"`` for a string."""
+    """struct code of one number, ``"s"`` a string, ``"strs"`` / ``"seq"`` a sequence."""
     count: int = 0
     """Elements of a fixed-size array; 0 for a scalar or a string."""
+    element: type | None = None
+    """For a sequence of structs (``code`` ``"seq"``; ``"strs"`` is a sequence of strings): the
+    element type, all of whose fields are float64 (Transform, Twist, Point, ...)."""
 
 
 def _leaves(cls: type, prefix: str = "") -> list[_Leaf] | None:
@@ -67,6 +72,14 @@ def _leaves(cls: type, prefix: str = "") -> list[_Leaf] | None:
             out.extend(inner)
         elif _scalar_code(hint) is not None:
             out.append(_Leaf(path, _scalar_code(hint)))
+        elif _sequence_of(hint) is not None:
+            inner_type = _sequence_of(hint)
+            if inner_type is str:
+                out.append(_Leaf(path, "strs"))
+            elif _doubles(inner_type):
+                out.append(_Leaf(path, "seq", _doubles(inner_type), inner_type))
+            else:
+                return None
         else:
             meta = getattr(hint, "__metadata__", ())
             length = getattr(meta[0], "length", None) if meta else None
@@ -76,6 +89,24 @@ def _leaves(cls: type, prefix: str = "") -> list[_Leaf] | None:
                 return None  # sequences, bounded strings, unions, enums
             out.append(_Leaf(path, code, length))
     return out
+
+
+def _sequence_of(hint: Any) -> Any:
+    """The element type of an unbounded ``sequence[...]`` annotation, else None."""
+    meta = getattr(hint, "__metadata__", ())
+    if meta and isinstance(meta[0], sequence) and meta[0].max_length is None:
+        return meta[0].subtype
+    return None
+
+
+def _doubles(cls: Any) -> int:
+    """How many float64 a struct is made of, if nothing else (Vector3: 3, Transform: 7), else 0."""
+    if not (isinstance(cls, type) and issubclass(cls, IdlStruct)):
+        return 0
+    leaves = _leaves(cls)
+    if not leaves or any(leaf.code != "d" for leaf in leaves):
+        return 0
+    return sum(max(leaf.count, 1) for leaf in leaves)
 
 
 def _scalar_code(hint: Any) -> str | None:
@@ -114,28 +145,37 @@ def _run_struct(codes: tuple[tuple[str, int], ...], start_mod: int) -> struct.St
 
 
 class Codec:
-    """Encoder and decoder of one fixed-layout message type (see the module docstring)."""
+    """Encoder and decoder of one message type (see the module docstring).
+
+    The leaves are grouped into segments in wire order: a run of numbers (one struct call), a
+    string, a sequence of strings, or a sequence of all-float64 structs (one struct call for
+    every element's numbers).
+    """
 
     def __init__(self, msg_type: type, leaves: list[_Leaf]) -> None:
         self.msg_type = msg_type
         self._get: Callable[[Any], tuple] = attrgetter(*(leaf.path for leaf in leaves))
         self._single = len(leaves) == 1
-        self._arrays = tuple(leaf.count > 0 for leaf in leaves)
-        self._segments: list[_Run | None] = []
-        """A :class:`_Run` or None for a string, in wire order."""
-        self._sizes: list[int] = []
-        """Values each segment consumes from the flattened leaf values."""
+        self._arrays = tuple(leaf.code in _NUMBER_CODES and leaf.count > 0 for leaf in leaves)
+        self._segments: list[tuple] = []
+        """(kind, values consumed, payload): ``run`` with a :class:`_Run`, ``str``,
+        ``strs`` or ``seq`` with (doubles per element, element getter, element builder)."""
         for leaf in leaves:
             if leaf.code == "s":
-                self._segments.append(None)
-                self._sizes.append(1)
-            elif self._segments and self._segments[-1] is not None:
-                last = self._segments[-1]
-                self._segments[-1] = _Run(last.codes + ((leaf.code, max(leaf.count, 1)),))
-                self._sizes[-1] += max(leaf.count, 1)
+                self._segments.append(("str", 1, None))
+            elif leaf.code == "strs":
+                self._segments.append(("strs", 1, None))
+            elif leaf.code == "seq":
+                names = [el.path for el in _leaves(leaf.element)]
+                self._segments.append(("seq", 1, (leaf.count, attrgetter(*names),
+                                                  _builder(leaf.element))))
             else:
-                self._segments.append(_Run(((leaf.code, max(leaf.count, 1)),)))
-                self._sizes.append(max(leaf.count, 1))
+                n = max(leaf.count, 1)
+                if self._segments and self._segments[-1][0] == "run":
+                    _, size, run = self._segments[-1]
+                    self._segments[-1] = ("run", size + n, _Run(run.codes + ((leaf.code, n),)))
+                else:
+                    self._segments.append(("run", n, _Run(((leaf.code, n),))))
         self._build = _builder(msg_type)
 
     # --- encoding ----------------------------------------------------------------------------
@@ -151,14 +191,25 @@ class Codec:
                 values.append(value)
         out = bytearray(HEADER)
         i = 0
-        for seg, n in zip(self._segments, self._sizes):
-            off = len(out) - 4
-            if seg is None:
-                text = values[i].encode("utf-8") + b"\0"
-                out += b"\0" * (-off % 4) + struct.pack("<I", len(text)) + text
+        for kind, n, payload in self._segments:
+            if kind == "run":
+                out += b"\0" * (-(len(out) - 4) % payload.align())
+                out += payload.fmt(len(out) - 4).pack(*values[i:i + n])
+            elif kind == "str":
+                _put_string(out, values[i])
+            elif kind == "strs":
+                _put_count(out, len(values[i]))
+                for text in values[i]:
+                    _put_string(out, text)
             else:
-                out += b"\0" * (-off % seg.align())
-                out += seg.fmt(len(out) - 4).pack(*values[i:i + n])
+                per, get, _ = payload
+                items = values[i]
+                _put_count(out, len(items))
+                if items:
+                    out += b"\0" * (-(len(out) - 4) % 8)
+                    flat = [v for item in items for v in get(item)] if per > 1 else [
+                        get(item) for item in items]
+                    out += struct.pack(f"<{per * len(items)}d", *flat)
             i += n
         out += b"\0" * (-len(out) % 4)
         return bytes(out)
@@ -174,28 +225,69 @@ class Codec:
         values: list[Any] = []
         pos = 4
         try:
-            for seg in self._segments:
-                off = pos - 4
-                if seg is None:
-                    pos += -off % 4
-                    (length,) = struct.unpack_from("<I", data, pos)
-                    end = pos + 4 + length
-                    if length < 1 or end > len(data) or data[end - 1] != 0:
-                        raise NotPlainCdr(f"{self.msg_type.__name__}: bad string at byte {pos}")
-                    values.append(bytes(data[pos + 4:end - 1]).decode("utf-8"))
-                    pos = end
-                else:
-                    pos += -off % seg.align()
-                    fmt = seg.fmt(pos - 4)
+            for kind, _, payload in self._segments:
+                if kind == "run":
+                    pos += -(pos - 4) % payload.align()
+                    fmt = payload.fmt(pos - 4)
                     values.extend(fmt.unpack_from(data, pos))
                     pos += fmt.size
+                elif kind == "str":
+                    text, pos = self._string(data, pos)
+                    values.append(text)
+                elif kind == "strs":
+                    count, pos = self._count(data, pos, 5)
+                    texts = []
+                    for _ in range(count):
+                        text, pos = self._string(data, pos)
+                        texts.append(text)
+                    values.append(texts)
+                else:
+                    per, _, build = payload
+                    count, pos = self._count(data, pos, 8 * per)
+                    if count:
+                        pos += -(pos - 4) % 8
+                        flat = iter(struct.unpack_from(f"<{per * count}d", data, pos))
+                        pos += 8 * per * count
+                        values.append([build(flat) for _ in range(count)])
+                    else:
+                        values.append([])
         except (struct.error, UnicodeDecodeError) as exc:
             raise NotPlainCdr(f"{self.msg_type.__name__}: {exc}") from None
         return self._build(iter(values))
 
+    def _count(self, data: bytes, pos: int, min_item_bytes: int) -> tuple[int, int]:
+        """A sequence length at ``pos`` (aligned to 4 first), checked against the bytes left."""
+        pos += -(pos - 4) % 4
+        (count,) = struct.unpack_from("<I", data, pos)
+        if count * min_item_bytes > len(data) - pos - 4:
+            raise NotPlainCdr(f"{self.msg_type.__name__}: sequence of {count} at byte {pos} "
+                              "is longer than the sample")
+        return count, pos + 4
+
+    def _string(self, data: bytes, pos: int) -> tuple[str, int]:
+        pos += -(pos - 4) % 4
+        (length,) = struct.unpack_from("<I", data, pos)
+        end = pos + 4 + length
+        if length < 1 or end > len(data) or data[end - 1] != 0:
+            raise NotPlainCdr(f"{self.msg_type.__name__}: bad string at byte {pos}")
+        return bytes(data[pos + 4:end - 1]).decode("utf-8"), end
+
+
+_NUMBER_CODES = frozenset(_SCALARS.values())
+
+
+def _put_count(out: bytearray, count: int) -> None:
+    out += b"\0" * (-(len(out) - 4) % 4) + struct.pack("<I", count)
+
+
+def _put_string(out: bytearray, text: str) -> None:
+    raw = text.encode("utf-8") + b"\0"
+    out += b"\0" * (-(len(out) - 4) % 4) + struct.pack("<I", len(raw)) + raw
+
 
 def _builder(cls: type) -> Callable[[Any], Any]:
-    """A function that builds a ``cls`` from an iterator over its flattened leaf values."""
+    """A function that builds a ``cls`` from an iterator over its flattened leaf values (a
+    sequence field takes one value: the list)."""
     parts: list[Callable[[Any], Any]] = []
     for hint in typing.get_type_hints(cls, include_extras=True).values():
         if isinstance(hint, type) and issubclass(hint, IdlStruct):
@@ -211,7 +303,7 @@ def _builder(cls: type) -> Callable[[Any], Any]:
 
 @lru_cache(maxsize=None)
 def codec_for(msg_type: type) -> Codec | None:
-    """The compiled codec of ``msg_type``, or None if its layout is not fixed (a sequence or
-    any field type other than numbers, fixed arrays of numbers, strings and nested structs)."""
+    """The compiled codec of ``msg_type``, or None if it has a field this module does not
+    encode (see the module docstring)."""
     leaves = _leaves(msg_type)
     return Codec(msg_type, leaves) if leaves else None

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ros_nodes import messages as m
 from ros_nodes.sim_bridge import REPORT_FILE, TRAJECTORY_FILE
 from ros_nodes.task_server import REPORT_FILE as TASK_REPORT
-from ros_nodes.transport import QosKind, host_groups, robot_topic
+from ros_nodes.transport import SWARM_STATE_TOPIC, QosKind, host_groups, robot_topic
 from sim.errors import ConfigError
 from swarm_rl import files
 
@@ -215,7 +215,8 @@ def node_commands(cfg: LaunchConfig, out: Path) -> list[tuple[str, list[str]]]:
         cmds.append(("task_server", [sys.executable, "-m", "ros_nodes.task_server",
                                      *_ros_args(server)]))
     for node, hosted in host_groups(names, cfg.robots.robots_per_process):
-        robot = {"robots": hosted, "swarm": names, "policy": cfg.robots.policy,
+        robot = {"robots": hosted, "swarm": names, "neighbour_source": "swarm_state",
+                 "policy": cfg.robots.policy,
                  "shield": cfg.robots.shield, "control_rate_hz": float(rate_hz),
                  "use_sim_time": lockstep, "dds.network": cfg.dds.network,
                  **({"mission": "tasks", "task_preset": cfg.mission.preset,
@@ -230,9 +231,10 @@ def node_commands(cfg: LaunchConfig, out: Path) -> list[tuple[str, list[str]]]:
 
 
 class StatusMonitor:
-    """Follows /cfN/status and /cfN/pose on DDS for the live line and the summary."""
+    """Follows /cfN/status, and /swarm/state (``swarm_state``: a simulator publishes it) or
+    every /cfN/pose, on DDS for the live line and the summary."""
 
-    def __init__(self, names: list[str], network: str) -> None:
+    def __init__(self, names: list[str], network: str, swarm_state: bool = False) -> None:
         from ros_nodes.dds_transport import DdsTransport
 
         self.transport = DdsTransport("swarm_rl_launch", network=network)
@@ -240,12 +242,16 @@ class StatusMonitor:
         self.status: dict[str, dict[str, str]] = {}
         self.pos = np.full((len(names), 3), np.nan)
         self.sim_t_s = 0.0
+        if swarm_state:
+            self.transport.create_subscription(m.MultiDOFJointState, SWARM_STATE_TOPIC,
+                                               self._on_swarm_state, QosKind.SENSOR)
         for i, name in enumerate(names):
             self.transport.create_subscription(m.DiagnosticArray, robot_topic(name, "status"),
                                                self._on_status, QosKind.EVENTS)
-            self.transport.create_subscription(m.PoseStamped, robot_topic(name, "pose"),
-                                               lambda msg, i=i: self._on_pose(i, msg),
-                                               QosKind.SENSOR)
+            if not swarm_state:
+                self.transport.create_subscription(m.PoseStamped, robot_topic(name, "pose"),
+                                                   lambda msg, i=i: self._on_pose(i, msg),
+                                                   QosKind.SENSOR)
         self.transport.create_subscription(m.Clock, "/clock", self._on_clock, QosKind.SENSOR)
         self._t0: float | None = None
 
@@ -256,6 +262,16 @@ class StatusMonitor:
 
     def _on_pose(self, i: int, msg: m.PoseStamped) -> None:
         self.pos[i] = m.vec(msg.pose.position)
+
+    def _on_swarm_state(self, msg: m.MultiDOFJointState) -> None:
+        try:
+            names, pos, *_ = m.read_swarm_state(msg)
+        except ValueError:
+            return
+        index = {name: i for i, name in enumerate(self.names)}
+        for name, p in zip(names, pos):
+            if name in index:
+                self.pos[index[name]] = p
 
     def _on_clock(self, msg: m.Clock) -> None:
         t = m.from_time(msg.clock)
@@ -310,7 +326,7 @@ def run_launch(cfg: LaunchConfig, progress: bool | None = None,
     prev_domain = os.environ.get("ROS_DOMAIN_ID")
     os.environ["ROS_DOMAIN_ID"] = env.get("ROS_DOMAIN_ID", "0")
     names = [f"cf{i + 1}" for i in range(cfg.sim.drones)]
-    monitor = StatusMonitor(names, cfg.dds.network)
+    monitor = StatusMonitor(names, cfg.dds.network, swarm_state=True)
     procs: list[tuple[str, subprocess.Popen]] = []
     logs = log_dir or out / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,31 @@ class Odometry(IdlStruct, typename="nav_msgs::msg::dds_::Odometry_"):
 
 
 @dataclass
+class Transform(IdlStruct, typename="geometry_msgs::msg::dds_::Transform_"):
+    translation: Vector3 = field(default_factory=Vector3)
+    rotation: Quaternion = field(default_factory=Quaternion)
+
+
+@dataclass
+class Wrench(IdlStruct, typename="geometry_msgs::msg::dds_::Wrench_"):
+    force: Vector3 = field(default_factory=Vector3)
+    torque: Vector3 = field(default_factory=Vector3)
+
+
+@dataclass
+class MultiDOFJointState(IdlStruct, typename="sensor_msgs::msg::dds_::MultiDOFJointState_"):
+    """The swarm-state message (``/swarm/state``): one floating "joint" per robot, named
+    after it; transforms in ``header.frame_id`` (world, ENU), twists as in :class:`Odometry`
+    (linear: world-frame velocity, angular: body rates); ``wrench`` left empty."""
+
+    header: Header = field(default_factory=Header)
+    joint_names: sequence[str] = field(default_factory=list)
+    transforms: sequence[Transform] = field(default_factory=list)
+    twist: sequence[Twist] = field(default_factory=list)
+    wrench: sequence[Wrench] = field(default_factory=list)
+
+
+@dataclass
 class Path(IdlStruct, typename="nav_msgs::msg::dds_::Path_"):
     header: Header = field(default_factory=Header)
     poses: sequence[PoseStamped] = field(default_factory=list)
@@ -228,6 +253,39 @@ def odometry(name: str, t_s: float, pos_m: np.ndarray, vel_mps: np.ndarray,
         header(t_s), name,
         PoseWithCovariance(Pose(Point(*p.tolist()), Quaternion(*q.tolist()))),
         TwistWithCovariance(Twist(Vector3(*v.tolist()), Vector3(*w.tolist()))))
+
+
+def swarm_state(t_s: float, names: list[str], pos_m: np.ndarray, vel_mps: np.ndarray,
+                quat_xyzw: np.ndarray, omega_rad_s: np.ndarray) -> MultiDOFJointState:
+    """Every robot's state at ``t_s`` in one message: (N, 3) positions (world ENU, m) and
+    velocities (world, m/s), (N, 4) orientations body -> world, (N, 3) body rates (FLU,
+    rad/s); robot ``i`` is ``names[i]``."""
+    rows = zip(np.asarray(pos_m, float).tolist(), np.asarray(quat_xyzw, float).tolist(),
+               np.asarray(vel_mps, float).tolist(), np.asarray(omega_rad_s, float).tolist())
+    transforms, twists = [], []
+    for p, q, v, w in rows:
+        transforms.append(Transform(Vector3(*p), Quaternion(*q)))
+        twists.append(Twist(Vector3(*v), Vector3(*w)))
+    return MultiDOFJointState(header(t_s), list(names), transforms, twists, [])
+
+
+def read_swarm_state(msg: MultiDOFJointState
+                     ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(names, positions (N, 3), velocities (N, 3), quaternions (N, 4), body rates (N, 3)) of
+    a swarm-state message; ``ValueError`` naming the fields whose lengths differ."""
+    n = len(msg.joint_names)
+    if len(msg.transforms) != n or len(msg.twist) != n:
+        raise ValueError(f"swarm state: {n} joint_names but {len(msg.transforms)} transforms "
+                         f"and {len(msg.twist)} twists")
+    pos = np.array([(t.translation.x, t.translation.y, t.translation.z)
+                    for t in msg.transforms], float).reshape(n, 3)
+    quat = np.array([(t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w)
+                     for t in msg.transforms], float).reshape(n, 4)
+    vel = np.array([(w.linear.x, w.linear.y, w.linear.z) for w in msg.twist],
+                   float).reshape(n, 3)
+    omega = np.array([(w.angular.x, w.angular.y, w.angular.z) for w in msg.twist],
+                     float).reshape(n, 3)
+    return list(msg.joint_names), pos, vel, quat, omega
 
 
 def pose_stamped(t_s: float, pos_m: np.ndarray,

@@ -5,12 +5,16 @@ publishes it at the control rate):
 
     /cfN/odom (own) ──► RobotController.step ──► /cfN/cmd_velocity_world
     /cfM/odom (all) ──► NeighbourTable ─┘  (policy + CBF shield, swarm_rl.runtime)
+    or /swarm/state ─┘
     /cfN/goal ────────► goal                    /cfN/intention, /cfN/status,
                                                 /cfN/shield_intervention
 
-Robots hosted in one process share one subscription per odometry topic and one neighbour table
+Robots hosted in one process share one subscription per topic and one neighbour table
 (DESIGN.md "Transport": O(N) received messages per tick per process, not O(N^2)); a process can
-host one robot (one process per robot) or the whole swarm. The command's ``header.stamp`` is the
+host one robot (one process per robot) or the whole swarm. With ``neighbour_source``
+``swarm_state`` the neighbours come from one ``/swarm/state`` message per tick (the simulator
+publishes it) instead of N odometry messages: one received message plus the hosted robots' own
+odometry per tick, whatever the swarm size. The command's ``header.stamp`` is the
 stamp of the own state it was computed from, so the bridge can measure state-to-command latency.
 
 Safety (DESIGN.md "Safety, faults and bad input"): every odometry message is validated (the
@@ -32,7 +36,8 @@ import numpy as np
 from ros_nodes import messages as m
 from ros_nodes.node_main import run_node
 from ros_nodes.params import ParamError, spec
-from ros_nodes.transport import QosKind, Transport, check_robot_name, robot_topic
+from ros_nodes.transport import (SWARM_STATE_TOPIC, QosKind, Transport, check_robot_name,
+                                 robot_topic)
 from swarm_rl.runtime.neighbours import NeighbourTable
 from swarm_rl.runtime.policy import OnnxPolicy
 from swarm_rl.runtime.robot import Command, CommandMode, OwnState, RobotController
@@ -50,6 +55,11 @@ class RobotParams:
                              "per topic and one neighbour table.")
     swarm: list[str] = spec([], "Every robot in the swarm (whose odometry to follow); empty: "
                             "only the hosted robots.")
+    neighbour_source: str = spec("odom", "Where neighbours' states come from: odom (each "
+                                 "robot's /cfN/odom, works with every bridge) or swarm_state "
+                                 "(one /swarm/state message per tick from a simulator or "
+                                 "motion capture; the hosted robots still tick on their own "
+                                 "odometry).", choices=("odom", "swarm_state"))
     policy: str = spec("", "ONNX policy file (velocity mode, exported by swarm-rl).")
     shield: bool = spec(True, "Filter every command through the CBF safety shield.")
     safety_distance_m: float = spec(0.3, "Shield: smallest allowed centre distance between "
@@ -164,7 +174,14 @@ class RobotHost:
                                               self._goal_callback(name), QosKind.LATCHED)
             transport.create_subscription(m.Float64, robot_topic(name, "shield_gamma"),
                                           self._gamma_callback(name), QosKind.COMMAND)
-        for name in swarm:
+        self.swarm = frozenset(swarm)
+        followed = swarm
+        if params.neighbour_source == "swarm_state":
+            # before the own odometry: taken first when both wait, so neighbours are current
+            transport.create_subscription(m.MultiDOFJointState, SWARM_STATE_TOPIC,
+                                          self.on_swarm_state, QosKind.SENSOR)
+            followed = names
+        for name in followed:
             transport.create_subscription(m.Odometry, robot_topic(name, "odom"),
                                           self._odom_callback(name), QosKind.SENSOR)
         self.bad_messages: Counter[str] = Counter()
@@ -216,6 +233,24 @@ class RobotHost:
         robot.own = OwnState(pos, vel, m.matrix_from_quat_xyzw(m.quat(msg.pose.pose.orientation)),
                              m.vec(msg.twist.twist.angular), stamp_s)
         self._tick(robot, now_s, stamp_s)
+
+    def on_swarm_state(self, msg: m.MultiDOFJointState) -> None:
+        """Every neighbour's state from one swarm-state message into the neighbour table (the
+        hosted robots' own entries come from their odometry)."""
+        try:
+            names, pos, vel, _, _ = m.read_swarm_state(msg)
+        except ValueError:
+            self.bad_messages["swarm_state_malformed"] += 1
+            return
+        stamp_s = m.from_time(msg.header.stamp)
+        now_s = self.transport.now_s()
+        for name, p, v in zip(names, pos, vel):
+            if name in self.robots:
+                continue
+            if name in self.swarm:
+                self.table.update(name, stamp_s, p, v, now_s=now_s)
+            else:
+                self.bad_messages["swarm_state_unknown_robot"] += 1
 
     def _goal_callback(self, name: str):
         def on_goal(msg: m.PoseStamped) -> None:

@@ -1,8 +1,9 @@
 """``sim_bridge``: a simulated swarm behind the same topics as the radio bridge.
 
 One PyBullet world (or the batched engine) with N drones ``cf1`` ... ``cfN`` placed by a
-scenario (:mod:`sim.scenarios`). Every control tick it publishes each drone's ``/cfN/odom`` and
-``/cfN/pose`` and ``/clock`` (wall time, or simulation time in lockstep), then applies the
+scenario (:mod:`sim.scenarios`). Every control tick it publishes ``/swarm/state`` (all drones
+in one message, first), each drone's ``/cfN/odom`` and ``/cfN/pose``, and ``/clock`` (wall
+time, or simulation time in lockstep), then applies the
 newest ``/cfN/cmd_velocity_world`` of each drone through the simulated onboard velocity
 controller (:mod:`sim.controller`) for one control period. The scenario's goals are published
 on ``/cfN/goal`` (latched; again on change and every ``GOAL_REPEAT_S``), so the scenario is the
@@ -36,7 +37,7 @@ import numpy as np
 from ros_nodes import messages as m
 from ros_nodes.node_main import run_node
 from ros_nodes.params import ParamError, spec
-from ros_nodes.transport import QosKind, Transport, robot_topic
+from ros_nodes.transport import SWARM_STATE_TOPIC, QosKind, Transport, robot_topic
 from sim.config import resolve_scenario
 from sim.swarm_env import SwarmVecEnv
 from swarm_rl import files
@@ -132,6 +133,8 @@ class SimBridge:
         self._goal = [transport.create_publisher(m.PoseStamped, robot_topic(name, "goal"),
                                                  QosKind.LATCHED) for name in self.names]
         self._clock = transport.create_publisher(m.Clock, "/clock", QosKind.SENSOR)
+        self._swarm_state = transport.create_publisher(m.MultiDOFJointState, SWARM_STATE_TOPIC,
+                                                       QosKind.SENSOR)
         for i, name in enumerate(self.names):
             transport.create_subscription(m.TwistStamped,
                                           robot_topic(name, "cmd_velocity_world"),
@@ -223,8 +226,10 @@ class SimBridge:
         if record:
             self._published_wall.append((stamp, time.time()))
         self.answered[:] = False
-        for i, name in enumerate(self.names):
-            q = m.quat_xyzw_from_matrix(s.rot[0, i])
+        quats = [m.quat_xyzw_from_matrix(r) for r in s.rot[0]]
+        self._swarm_state.publish(m.swarm_state(stamp, self.names, s.pos[0], s.vel[0],
+                                                np.array(quats), s.omega[0]))
+        for i, (name, q) in enumerate(zip(self.names, quats)):
             self._odom[i].publish(m.odometry(name, stamp, s.pos[0, i], s.vel[0, i], q,
                                              s.omega[0, i]))
             self._pose[i].publish(m.pose_stamped(stamp, s.pos[0, i], q))

@@ -67,6 +67,12 @@ class Transport(Protocol):
         ...
 
 
+SWARM_STATE_TOPIC = "/swarm/state"
+"""Every robot's state in one sensor_msgs/MultiDOFJointState per tick (a simulator or a
+motion-capture system publishes it): one message per tick for a robot process instead of one
+per robot (DESIGN.md "Transport")."""
+
+
 def robot_topic(robot: str, leaf: str) -> str:
     """``/cfN/<leaf>``: the per-robot topic names of DESIGN.md's graph."""
     return f"/{robot}/{leaf}"

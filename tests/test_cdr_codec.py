@@ -7,10 +7,11 @@ either a message or :class:`NotPlainCdr`, nothing else.
 import math
 import typing
 
+import numpy as np
 import pytest
 from cyclonedds.idl import IdlStruct
 from cyclonedds.idl._support import Endianness
-from cyclonedds.idl.types import array
+from cyclonedds.idl.types import array, sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from ros_nodes import messages as m
 from ros_nodes.cdr_codec import HEADER, NotPlainCdr, codec_for
 
 FIXED = [m.Odometry, m.TwistStamped, m.PoseStamped, m.Clock, m.Float64, m.Empty, m.String,
-         m.Header, m.Time, m.Vector3]
+         m.Header, m.Time, m.Vector3, m.MultiDOFJointState]
 RANGES = {"int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1), "uint8": (0, 255)}
 
 
@@ -31,6 +32,10 @@ def strategy(cls: type) -> st.SearchStrategy:
             fields[name] = st.text(max_size=20)
         elif isinstance(hint, type) and issubclass(hint, IdlStruct):
             fields[name] = strategy(hint)
+        elif meta and isinstance(meta[0], sequence):
+            inner = meta[0].subtype
+            fields[name] = st.lists(st.text(max_size=8) if inner is str else strategy(inner),
+                                    max_size=5)
         elif meta and isinstance(meta[0], array):
             fields[name] = st.lists(st.floats(allow_nan=False), min_size=meta[0].length,
                                     max_size=meta[0].length)
@@ -65,6 +70,22 @@ def test_types_with_sequences_have_no_codec():
     assert codec_for(m.DiagnosticArray) is None
 
 
+def test_swarm_state_round_trips_through_the_helpers():
+    pos = np.array([[1.0, 2.0, 0.5], [-1.0, 0.0, 1.5]])
+    vel = np.array([[0.1, 0.0, 0.0], [0.0, -0.2, 0.3]])
+    quat = np.array([[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.6, 0.8]])
+    omega = np.array([[0.0, 0.0, 0.1], [0.2, 0.0, 0.0]])
+    msg = m.swarm_state(3.5, ["cf1", "cf2"], pos, vel, quat, omega)
+    back = codec_for(m.MultiDOFJointState).decode(reference_bytes(msg))
+    names, p, v, q, w = m.read_swarm_state(back)
+    assert names == ["cf1", "cf2"] and m.from_time(back.header.stamp) == 3.5
+    for got, want in ((p, pos), (v, vel), (q, quat), (w, omega)):
+        np.testing.assert_array_equal(got, want)
+    back.twist.pop()
+    with pytest.raises(ValueError, match="2 joint_names but 2 transforms and 1 twists"):
+        m.read_swarm_state(back)
+
+
 def test_a_nodes_odometry_round_trips_with_its_numbers():
     msg = m.odometry("cf3", 12.5, [1.0, -2.0, 0.75], [0.1, 0.2, -0.3], [0.0, 0.0, 0.6, 0.8],
                      [0.5, 0.0, -0.5])
@@ -74,7 +95,8 @@ def test_a_nodes_odometry_round_trips_with_its_numbers():
     assert len(back.twist.covariance) == 36
 
 
-@pytest.mark.parametrize("cls", [m.Odometry, m.TwistStamped, m.String], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [m.Odometry, m.TwistStamped, m.String, m.MultiDOFJointState],
+                         ids=lambda c: c.__name__)
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_random_bytes_decode_or_raise_not_plain_cdr(cls, data):

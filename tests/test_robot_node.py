@@ -96,6 +96,44 @@ def test_nan_and_out_of_range_odometry_is_rejected_counted_and_the_robot_holds()
     assert gamma_before == "density_rule" and last["shield_gamma"] == "5"
 
 
+def test_neighbours_from_the_swarm_state_message_with_bad_ones_counted():
+    """neighbour_source swarm_state: cf2 is known only from /swarm/state (no /cf2/odom);
+    a message whose arrays disagree and a robot outside the swarm are dropped and counted."""
+    dom = 100 + (os.getpid() * 7 + 13) % 120
+    proc = node(["-p", "robots:=[cf1]", "-p", "swarm:=[cf1, cf2]", "-p", f"policy:={POLICY}",
+                 "-p", "neighbour_source:=swarm_state", "-p", "status_rate_hz:=10.0"], dom)
+    t = DdsTransport("fake_sim", domain_id=dom)
+    odom1 = t.create_publisher(m.Odometry, "/cf1/odom", QosKind.SENSOR)
+    swarm = t.create_publisher(m.MultiDOFJointState, "/swarm/state", QosKind.SENSOR)
+    status: list[dict[str, str]] = []
+    sub = t.create_subscription(m.DiagnosticArray, "/cf1/status", lambda a: status.extend(
+        {kv.key: kv.value for kv in st.values} for st in a.status), QosKind.EVENTS)
+    pos = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    quat = np.tile([0.0, 0.0, 0.0, 1.0], (3, 1))
+    try:
+        t.spin_until(lambda: t.matched(sub) > 0, 30.0)
+        assert t.matched(sub) > 0, proc.stderr.read() if proc.poll() is not None else ""
+        start = time.monotonic()
+        while time.monotonic() - start < 2.0:
+            now = time.time()
+            state = m.swarm_state(now, ["cf1", "cf2", "cf9"], pos, np.zeros((3, 3)), quat,
+                                  np.zeros((3, 3)))
+            swarm.publish(state)
+            state.twist.pop()  # 3 names, 2 twists: malformed
+            swarm.publish(state)
+            odom1.publish(m.odometry("cf1", now, pos[0], [0, 0, 0], [0, 0, 0, 1], [0] * 3))
+            t.spin_until(lambda: False, 0.02)
+    finally:
+        t.close()
+        proc.terminate()
+        proc.wait(timeout=20)
+    last = status[-1]
+    assert last["mode"] == "policy" and last["neighbours"] == "1", last
+    # keep-last-1: a malformed message sent right after a good one may replace it unread
+    assert int(last["dropped_swarm_state_malformed"]) > 10
+    assert int(last["dropped_swarm_state_unknown_robot"]) > 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["-p", "robots:=[cf1]", "-p", "policy:=/no/such.onnx"], "/no/such.onnx"),
     (["-p", "robots:=[cf1]", "-p", f"policy:={POLICY}", "-p", "safety_distance_m:=-1.0"],

@@ -85,7 +85,8 @@ def test_subscriber_from_ros2_definitions_reads_the_live_nodes(tmp_path):
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     robot = subprocess.Popen(
         [py, "-m", "ros_nodes.robot_node", "--ros-args", "-p", "robots:=[cf1, cf2]", "-p",
-         f"policy:={REPO / 'policies' / 'formation_velocity_8.onnx'}"],
+         f"policy:={REPO / 'policies' / 'formation_velocity_8.onnx'}",
+         "-p", "neighbour_source:=swarm_state"],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
@@ -102,6 +103,9 @@ def test_subscriber_from_ros2_definitions_reads_the_live_nodes(tmp_path):
     assert counts["odom"] > 200 and counts["pose"] > 200, counts  # ~100 Hz for 5 s
     assert counts["cmd_velocity_world"] > 200, counts
     assert counts["goal"] >= 1 and counts["intention"] >= 5 and counts["status"] >= 3, counts
+    assert counts["swarm_state"] > 200, counts
+    assert got["swarm_names"] == [["cf1", "cf2"]] and got["swarm_sizes"] == [[2, 2, 0]]
+    assert np.all(np.diff(got["swarm_stamps"]) > 0) and min(got["swarm_z"]) > 0.2
     assert got["odom_child_frame"] == ["cf1"] and got["odom_frame"] == ["world"]
     assert np.allclose(got["odom_quat_norms"], 1.0, atol=1e-9)
     assert min(got["odom_z"]) > 0.2

@@ -26,6 +26,12 @@ MSG = {
     "nav_msgs/Odometry": ("std_msgs/Header header\nstring child_frame_id\n"
                           "geometry_msgs/PoseWithCovariance pose\n"
                           "geometry_msgs/TwistWithCovariance twist"),
+    "geometry_msgs/Transform": "Vector3 translation\nQuaternion rotation",
+    "geometry_msgs/Wrench": "Vector3 force\nVector3 torque",
+    "sensor_msgs/MultiDOFJointState": ("std_msgs/Header header\nstring[] joint_names\n"
+                                       "geometry_msgs/Transform[] transforms\n"
+                                       "geometry_msgs/Twist[] twist\n"
+                                       "geometry_msgs/Wrench[] wrench"),
     "nav_msgs/Path": "std_msgs/Header header\ngeometry_msgs/PoseStamped[] poses",
     "diagnostic_msgs/KeyValue": "string key\nstring value",
     "diagnostic_msgs/DiagnosticStatus": ("byte level\nstring name\nstring message\n"

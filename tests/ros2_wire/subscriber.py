@@ -39,7 +39,9 @@ def main() -> None:
               "status": ("diagnostic_msgs/DiagnosticArray", reliable)}
     readers = {leaf: DataReader(dp, Topic(dp, f"rt/{robot}/{leaf}", msg_type(name)), qos)
                for leaf, (name, qos) in topics.items()}
-    got: dict[str, list] = {leaf: [] for leaf in topics}
+    readers["swarm_state"] = DataReader(
+        dp, Topic(dp, "rt/swarm/state", msg_type("sensor_msgs/MultiDOFJointState")), best_effort)
+    got: dict[str, list] = {leaf: [] for leaf in readers}
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         for leaf, reader in readers.items():
@@ -47,8 +49,13 @@ def main() -> None:
         time.sleep(0.01)
     odom = got["odom"]
     status = [st for arr in got["status"] for st in arr.status]
+    swarm = got["swarm_state"]
     out = {
         "counts": {k: len(v) for k, v in got.items()},
+        "swarm_names": sorted({tuple(s.joint_names) for s in swarm}),
+        "swarm_sizes": sorted({(len(s.transforms), len(s.twist), len(s.wrench)) for s in swarm}),
+        "swarm_stamps": [s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in swarm],
+        "swarm_z": [s.transforms[0].translation.z for s in swarm if s.transforms],
         "odom_child_frame": sorted({o.child_frame_id for o in odom}),
         "odom_frame": sorted({o.header.frame_id for o in odom}),
         "odom_stamps": [o.header.stamp.sec + o.header.stamp.nanosec * 1e-9 for o in odom],
