@@ -1,21 +1,23 @@
 """``robot_node``: the decentralised controller of one or several robots.
 
-Each hosted robot ``cfN`` decides for itself, every time its own odometry arrives (the bridge
+Each hosted robot ``cfN`` decides for itself, every time its own state arrives (the bridge
 publishes it at the control rate):
 
     /cfN/odom (own) ──► RobotController.step ──► /cfN/cmd_velocity_world
     /cfM/odom (all) ──► NeighbourTable ─┘  (policy + CBF shield, swarm_rl.runtime)
-    or /swarm/state ─┘
     /cfN/goal ────────► goal                    /cfN/intention, /cfN/status,
                                                 /cfN/shield_intervention
+
+or, with ``neighbour_source: swarm_state``, /swarm/state (every robot) in place of both
+odometry lines: one message per tick updates the table and ticks each hosted robot in it.
 
 Robots hosted in one process share one subscription per topic and one neighbour table
 (DESIGN.md "Transport": O(N) received messages per tick per process, not O(N^2)); a process can
 host one robot (one process per robot) or the whole swarm. With ``neighbour_source``
-``swarm_state`` the neighbours come from one ``/swarm/state`` message per tick (the simulator
-publishes it) instead of N odometry messages: one received message plus the hosted robots' own
-odometry per tick, whatever the swarm size. The command's ``header.stamp`` is the
-stamp of the own state it was computed from, so the bridge can measure state-to-command latency.
+``swarm_state`` a process receives one message per tick whatever the swarm size, and nobody
+outside the bridge reads ``/cfN/odom`` (a DDS write without remote readers costs ~2 us). The
+command's ``header.stamp`` is the stamp of the own state it was computed from, so the bridge can
+measure state-to-command latency.
 
 Safety (DESIGN.md "Safety, faults and bad input"): every odometry message is validated (the
 neighbour table and the controller reject and count NaN, implausible or out-of-order states);
@@ -55,11 +57,11 @@ class RobotParams:
                              "per topic and one neighbour table.")
     swarm: list[str] = spec([], "Every robot in the swarm (whose odometry to follow); empty: "
                             "only the hosted robots.")
-    neighbour_source: str = spec("odom", "Where neighbours' states come from: odom (each "
-                                 "robot's /cfN/odom, works with every bridge) or swarm_state "
-                                 "(one /swarm/state message per tick from a simulator or "
-                                 "motion capture; the hosted robots still tick on their own "
-                                 "odometry).", choices=("odom", "swarm_state"))
+    neighbour_source: str = spec("odom", "Where the robots' states come from: odom (each "
+                                 "robot's /cfN/odom; a hosted robot ticks on its own; works "
+                                 "with every bridge) or swarm_state (one /swarm/state message "
+                                 "per tick from a simulator or motion capture; every hosted "
+                                 "robot in it ticks).", choices=("odom", "swarm_state"))
     policy: str = spec("", "ONNX policy file (velocity mode, exported by swarm-rl).")
     shield: bool = spec(True, "Filter every command through the CBF safety shield.")
     safety_distance_m: float = spec(0.3, "Shield: smallest allowed centre distance between "
@@ -175,15 +177,13 @@ class RobotHost:
             transport.create_subscription(m.Float64, robot_topic(name, "shield_gamma"),
                                           self._gamma_callback(name), QosKind.COMMAND)
         self.swarm = frozenset(swarm)
-        followed = swarm
         if params.neighbour_source == "swarm_state":
-            # before the own odometry: taken first when both wait, so neighbours are current
             transport.create_subscription(m.MultiDOFJointState, SWARM_STATE_TOPIC,
                                           self.on_swarm_state, QosKind.SENSOR)
-            followed = names
-        for name in followed:
-            transport.create_subscription(m.Odometry, robot_topic(name, "odom"),
-                                          self._odom_callback(name), QosKind.SENSOR)
+        else:
+            for name in swarm:
+                transport.create_subscription(m.Odometry, robot_topic(name, "odom"),
+                                              self._odom_callback(name), QosKind.SENSOR)
         self.bad_messages: Counter[str] = Counter()
         """Messages dropped before reaching the runtime, by reason."""
         transport.create_timer(1.0 / self.rate_hz, self._watchdog)
@@ -235,22 +235,28 @@ class RobotHost:
         self._tick(robot, now_s, stamp_s)
 
     def on_swarm_state(self, msg: m.MultiDOFJointState) -> None:
-        """Every neighbour's state from one swarm-state message into the neighbour table (the
-        hosted robots' own entries come from their odometry)."""
+        """Every robot's state from one swarm-state message: into the neighbour table, and a
+        tick for each hosted robot in it (its own state is its entry)."""
         try:
-            names, pos, vel, _, _ = m.read_swarm_state(msg)
+            names, pos, vel, quat, omega = m.read_swarm_state(msg)
         except ValueError:
             self.bad_messages["swarm_state_malformed"] += 1
             return
         stamp_s = m.from_time(msg.header.stamp)
         now_s = self.transport.now_s()
-        for name, p, v in zip(names, pos, vel):
-            if name in self.robots:
-                continue
-            if name in self.swarm:
-                self.table.update(name, stamp_s, p, v, now_s=now_s)
-            else:
+        due = []
+        for i, name in enumerate(names):
+            if name not in self.swarm:
                 self.bad_messages["swarm_state_unknown_robot"] += 1
+                continue
+            self.table.update(name, stamp_s, pos[i], vel[i], now_s=now_s)
+            robot = self.robots.get(name)
+            if robot is not None:
+                robot.own = OwnState(pos[i], vel[i], m.matrix_from_quat_xyzw(quat[i]), omega[i],
+                                     stamp_s)
+                due.append(robot)
+        for robot in due:  # after the table has every robot of this message
+            self._tick(robot, now_s, stamp_s)
 
     def _goal_callback(self, name: str):
         def on_goal(msg: m.PoseStamped) -> None:

@@ -359,6 +359,9 @@ class ShieldQP:
     """Barrier values h (m/s): neighbours, columns, then the finite position bounds."""
 
 
+_NO_ROWS = np.zeros(0)
+
+
 def _barrier_terms(gap_m: np.ndarray, v_r: np.ndarray, a_sum: float | np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
     """h and the ``A v_r / sqrt(2 A (d - D))`` term of the bound, from ONE square root.
@@ -481,15 +484,17 @@ class CBFShield:
             centres, radii = self.column_centres_m, self.column_radii_m
         else:
             centres, radii = inp.column_centres_m, inp.column_radii_m
-        n_col, rhs_col, h_col = _barrier_rows(
-            p[:2] - centres, np.tile(v[:2], (centres.shape[0], 1)),
-            np.maximum(radii, 0.0) + c.obstacle_clearance_m, a_i, c.obstacle_responsibility,
-            gamma)
-        g = np.empty((n_nb.shape[0] + n_col.shape[0], 3))
-        g[:n_nb.shape[0]] = -n_nb
-        g[n_nb.shape[0]:, :2] = -n_col
-        g[n_nb.shape[0]:, 2] = 0.0
-        rhs = np.concatenate((rhs_nb, rhs_col))
+        if centres.shape[0]:
+            n_col, rhs_col, h_col = _barrier_rows(
+                p[:2] - centres, np.tile(v[:2], (centres.shape[0], 1)),
+                np.maximum(radii, 0.0) + c.obstacle_clearance_m, a_i,
+                c.obstacle_responsibility, gamma)
+            g = np.zeros((n_nb.shape[0] + n_col.shape[0], 3))
+            g[:n_nb.shape[0]] = -n_nb
+            g[n_nb.shape[0]:, :2] = -n_col
+            rhs = np.concatenate((rhs_nb, rhs_col))
+        else:  # no columns (the common case): skip their empty arrays
+            g, rhs, h_col = -n_nb, rhs_nb, _NO_ROWS
 
         # Acceleration box, and velocity box |v + u / k_v| <= v_max; where |v_k| is already
         # above v_max the velocity side is relaxed to "brake at a_max" so the box stays
