@@ -13,6 +13,7 @@ only the agent's observation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,14 +45,25 @@ PRIOR_COUNT = 1e-4
 
 
 class RunningNorm(nn.Module):
-    """Running mean and variance of observations (Chan et al. parallel update), clipped z."""
+    """Running mean and variance of observations (Chan et al. parallel update), clipped z.
+
+    Every entry has its own sample count, so re-opening some entries for new data
+    (:meth:`reset_unseen`) leaves the statistics of the others as settled as they were."""
 
     def __init__(self, dim: int, clip: float = 10.0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("var", torch.ones(dim))
-        self.register_buffer("count", torch.tensor(PRIOR_COUNT, dtype=torch.float64))
+        self.register_buffer("count", torch.full((dim,), PRIOR_COUNT, dtype=torch.float64))
         self.clip = clip
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any, **kwargs: Any) -> None:
+        """Accept checkpoints written before per-entry counts (one count for all entries)."""
+        key = prefix + "count"
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].expand(self.count.shape).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
@@ -77,11 +89,14 @@ class RunningNorm(nn.Module):
         """Before fine-tuning on new data: entries that never varied (e.g. neighbour features
         of a single-drone policy, the obstacle patch of a policy trained without columns)
         would map any new value to the clip limit; give them mean 0 and variance 1, and cap
-        the sample count so the statistics follow the new data. Returns how many were reset."""
+        their sample count so their statistics follow the new data. The other entries keep
+        theirs: capping their count too would let the first rollouts (all episodes in
+        lock-step, so one phase of flight each) rewrite them and change what the source
+        policy does. Returns how many were reset."""
         unseen = self.unseen()
         self.mean[unseen] = 0.0
         self.var[unseen] = 1.0
-        self.count.fill_(min(float(self.count), count))
+        self.count[unseen] = self.count[unseen].clamp(max=count)
         return int(unseen.sum())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -170,7 +170,8 @@ def test_fine_tuning_opens_inputs_the_source_never_saw(tmp_path: Path) -> None:
     assert torch.equal(norm.mean[sl["neighbours"]], torch.zeros(36))
     own = slice(0, 18)  # goal error, velocity, rotation, body rates: seen, kept
     assert torch.equal(norm.var[own], source.actor.norm.var[own])
-    assert float(norm.count) <= 1e4
+    assert bool((norm.count[sl["neighbours"]] <= 1e4).all())
+    torch.testing.assert_close(norm.count[own], source.actor.norm.count[own], atol=0, rtol=0)
     # Same actions as the source flying alone, whatever the neighbours and columns now read.
     obs = torch.from_numpy(tuned.obs.reshape(-1, tuned.env.obs_dim))
     alone = obs.clone()
@@ -179,3 +180,30 @@ def test_fine_tuning_opens_inputs_the_source_never_saw(tmp_path: Path) -> None:
     alone[:, sl["obstacles"]] = source.actor.norm.mean[sl["obstacles"]]
     with torch.no_grad():
         torch.testing.assert_close(tuned.actor(obs), source.actor(alone), atol=1e-6, rtol=0)
+
+
+def test_reopened_normaliser_entries_do_not_unsettle_the_others() -> None:
+    """Fine-tuning re-opens the entries a source never saw vary; a first rollout from another
+    phase of flight (here: mean 5) must move those, not the settled ones."""
+    from swarm_rl.models import RunningNorm
+
+    gen = torch.Generator().manual_seed(0)
+    norm = RunningNorm(3)
+    settled = torch.randn(100_000, 3, generator=gen) * torch.tensor([1.0, 2.0, 0.0])
+    norm.update(settled + torch.tensor([0.0, 0.0, 2.0]))  # entry 2: always 2.0
+    assert norm.unseen().tolist() == [False, False, True]
+    assert norm.reset_unseen(count=1e4) == 1
+    norm.update(torch.full((1000, 3), 5.0))
+    np.testing.assert_allclose(norm.mean[:2].numpy(), 5.0 * 1000 / 101_000, atol=0.02)
+    np.testing.assert_allclose(float(norm.mean[2]), 5.0 * 1000 / 11_000, rtol=1e-5)
+
+
+def test_normaliser_with_one_count_from_an_older_checkpoint_loads() -> None:
+    from swarm_rl.models import RunningNorm
+    from swarm_rl.train.checkpoint import load_module_state
+
+    old = {"mean": torch.zeros(4), "var": torch.ones(4),
+           "count": torch.tensor(123.0, dtype=torch.float64)}
+    norm = RunningNorm(4)
+    load_module_state(norm, old, "normaliser", Path("old.pt"))
+    assert norm.count.tolist() == [123.0] * 4

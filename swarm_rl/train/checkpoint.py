@@ -44,12 +44,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return data
 
 
+def _legacy_norm_count(key: str, value: Any) -> bool:
+    """A normaliser's single sample count from before per-entry counts; RunningNorm expands
+    it on loading."""
+    return key.split(".")[-1] == "count" and getattr(value, "dim", lambda: -1)() == 0
+
+
 def load_module_state(module: torch.nn.Module, state: dict[str, Any], what: str,
                       path: Path) -> None:
     """``load_state_dict`` with an error that names the checkpoint and the mismatched shapes."""
     own = module.state_dict()
     problems = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                for k, v in state.items() if k in own and own[k].shape != v.shape]
+                for k, v in state.items() if k in own and own[k].shape != v.shape
+                and not _legacy_norm_count(k, v)]
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if problems or missing or unexpected:
