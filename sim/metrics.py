@@ -6,6 +6,9 @@
   minute of flight;
 - crash rate: share of drones that touched the floor, a wall or the ceiling after the grace;
 - distance to goal averaged over the last 1, 3 and 5 s;
+- RMS position error after settling: per drone, the root mean square of the distance to the
+  goal over the last ``SETTLED_S`` seconds (the settled accuracy of a hover or goal-reaching
+  policy), averaged over the drones;
 - minimum separation: the smallest centre distance between two drones during the episode.
 """
 from __future__ import annotations
@@ -15,6 +18,9 @@ import numpy as np
 from sim.world import Collisions
 
 WINDOWS_S = (1, 3, 5)
+SETTLED_S = 2
+"""Window (s) at the end of an episode over which the settled RMS position error is taken."""
+SETTLED_RMS_KEY = f"rms_error_last_{SETTLED_S}s_m"
 
 
 class EpisodeMetrics:
@@ -26,7 +32,7 @@ class EpisodeMetrics:
         self.dt_s = 1.0 / control_hz
         self.grace_s = grace_s
         self.success_radius_m = success_radius_m
-        self.history = max(WINDOWS_S) * control_hz
+        self.history = max(*WINDOWS_S, SETTLED_S) * control_hz
         self.reset()
 
     def reset(self) -> None:
@@ -66,10 +72,17 @@ class EpisodeMetrics:
             "final_distance_m": final.mean(axis=1),
         }
         for w in WINDOWS_S:
-            k = min(self.steps, w * int(round(1 / self.dt_s)))
-            idx = (self.steps - 1 - np.arange(k)) % self.history
-            out[f"distance_last_{w}s_m"] = self.dist[idx].mean(axis=(0, 2))
+            out[f"distance_last_{w}s_m"] = self._last(w).mean(axis=(0, 2))
+        rms = np.sqrt((self._last(SETTLED_S) ** 2).mean(axis=0))
+        out[SETTLED_RMS_KEY] = rms.mean(axis=1)
         return out
+
+    def _last(self, window_s: float) -> np.ndarray:
+        """Distances to the goal (k, E, N) in m over the last ``window_s`` seconds (all steps
+        so far when the episode is shorter)."""
+        k = min(self.steps, int(round(window_s / self.dt_s)))
+        idx = (self.steps - 1 - np.arange(k)) % self.history
+        return self.dist[idx]
 
 
 def aggregate(summaries: list[dict[str, np.ndarray]]) -> dict[str, float]:

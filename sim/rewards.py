@@ -15,13 +15,14 @@ def swarm_rewards(weights: RewardConfig, dt_s: float, goal_dist_m: np.ndarray,
 
     ``action_sq`` is the squared norm of the normalised action (motors: deviation from the
     hover command), ``nearest_m`` the distance to the nearest swarm-mate, ``collision_scale``
-    the curriculum's factor on the drone-contact and proximity penalties.
+    the curriculum's factor on the drone-contact and proximity penalties. Distances in m.
     """
     w = weights
     span = max(w.proximity_radius_m - contact_radius_m, 1e-6)
     closeness = np.clip((w.proximity_radius_m - nearest_m) / span, 0.0, 1.0)
     terms = {
         "distance": -w.distance * goal_dist_m,
+        "precision": w.precision * np.exp(-goal_dist_m / w.precision_scale_m),
         "effort": -w.effort * action_sq,
         "orientation": -w.orientation * (1.0 - rot[..., 2, 2]),
         "spin": -w.spin * np.linalg.norm(omega, axis=-1),

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from sim.config import EnvConfig
 from sim.crazyflie import load_model
+from sim.metrics import SETTLED_RMS_KEY
 from sim.observation import ObsLayout
 from sim.swarm_env import BACKENDS, SwarmVecEnv
 from swarm_rl.errors import PolicyMismatchError
@@ -54,7 +55,7 @@ Z_95 = 1.959963984540054
 
 TABLE_METRICS = ("success_rate", "collisions_per_drone_minute", "crash_rate",
                  "distance_last_1s_m", "distance_last_3s_m", "distance_last_5s_m",
-                 "final_distance_m", "min_separation_m", "return",
+                 SETTLED_RMS_KEY, "final_distance_m", "min_separation_m", "return",
                  "shield_intervention_rate", "shield_fallback_rate")
 """Rows of :attr:`EvalResult.table`, in order. ``min_separation_m`` is aggregated by its
 minimum over episodes (``value``), the others by their mean."""
@@ -63,7 +64,8 @@ METRIC_RANGE = {"success_rate": (0.0, 1.0), "crash_rate": (0.0, 1.0),
                 "shield_intervention_rate": (0.0, 1.0), "shield_fallback_rate": (0.0, 1.0),
                 "collisions_per_drone_minute": (0.0, math.inf),
                 "distance_last_1s_m": (0.0, math.inf), "distance_last_3s_m": (0.0, math.inf),
-                "distance_last_5s_m": (0.0, math.inf), "final_distance_m": (0.0, math.inf),
+                "distance_last_5s_m": (0.0, math.inf), SETTLED_RMS_KEY: (0.0, math.inf),
+                "final_distance_m": (0.0, math.inf),
                 "min_separation_m": (0.0, math.inf)}
 """Where each metric can lie; the interval bounds ``low``/``high`` are clipped to it (the
 normal approximation knows nothing of it)."""

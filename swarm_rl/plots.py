@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.metrics import SETTLED_RMS_KEY, SETTLED_S
 from swarm_rl import files
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ TABLE_LABELS = {
     "distance_last_1s_m": "distance to goal, last 1 s (m)",
     "distance_last_3s_m": "distance to goal, last 3 s (m)",
     "distance_last_5s_m": "distance to goal, last 5 s (m)",
+    SETTLED_RMS_KEY: f"RMS position error, last {SETTLED_S} s (m)",
     "final_distance_m": "final distance to goal (m)",
     "min_separation_m": "min separation (m), min over episodes",
     "return": "episode return (per agent)",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sim.config import RewardConfig
-from sim.metrics import EpisodeMetrics, aggregate
+from sim.metrics import SETTLED_RMS_KEY, EpisodeMetrics, aggregate
 from sim.rewards import swarm_rewards
 from sim.world import Collisions
 
@@ -48,7 +48,7 @@ def test_episode_metrics_by_hand():
     out = _episode().summary()
     assert set(out) == {"success_rate", "collisions_per_drone_minute", "crash_rate",
                         "min_separation_m", "final_distance_m", "distance_last_1s_m",
-                        "distance_last_3s_m", "distance_last_5s_m"}
+                        "distance_last_3s_m", "distance_last_5s_m", SETTLED_RMS_KEY}
     assert all(v.shape == (E,) for v in out.values())
     # env 0: both drones touched after the grace -> no success even though drone 0 ends at 0 m
     # env 1: drone 0 succeeds (column contact was in the grace), drone 1 crashed after it
@@ -92,6 +92,45 @@ def test_short_episode_windows_use_what_there_is():
     assert np.isinf(out["min_separation_m"]).all()  # a lone drone
 
 
+def test_settled_rms_error_on_a_hand_made_trajectory():
+    """Over the last 2 s of a 10 s episode drone 1 (which flew in from 2 m) holds 3 cm, drone 2
+    sits 4 cm off throughout and drone 3 (1 m off before) alternates 0 and 6 cm: RMS 3 cm,
+    4 cm and 6 / sqrt(2) cm, whatever the first 8 s held."""
+    metrics = EpisodeMetrics(1, 3, HZ, grace_s=1.5, success_radius_m=0.5)
+    for k in range(1, STEPS + 1):
+        settled = k > STEPS - 2 * HZ
+        wave = 0.03 if settled else 2.0 - 0.002 * k
+        pulse = 0.06 * (k % 2) if settled else 1.0
+        metrics.update(np.array([[wave, 0.04, pulse]]), Collisions(**{
+            n: np.zeros((1, 3), bool) for n in ("drone", "obstacle", "floor", "wall")}),
+            np.full((1, 3), np.inf))
+    out = metrics.summary()
+    # drone 3: mean 3 cm, but RMS sqrt(0.06^2 / 2) = 4.243 cm
+    np.testing.assert_allclose(out[SETTLED_RMS_KEY], [(0.03 + 0.04 + 0.06 / np.sqrt(2)) / 3],
+                               atol=1e-12)
+
+
+def test_settled_rms_error_short_episode_uses_what_there_is():
+    metrics = EpisodeMetrics(1, 1, HZ, grace_s=1.5, success_radius_m=0.5)
+    for k in range(1, 5):  # d = 1, 2, 3, 4 cm
+        metrics.update(np.array([[k / 100]]), Collisions(**{
+            n: np.zeros((1, 1), bool) for n in ("drone", "obstacle", "floor", "wall")}),
+            np.full((1, 1), np.inf))
+    np.testing.assert_allclose(metrics.summary()[SETTLED_RMS_KEY], [np.sqrt(30 / 4) / 100])
+
+
+def test_precision_bonus_is_bounded_and_steep_near_the_goal():
+    w = RewardConfig(precision=2.0, precision_scale_m=0.05)
+    dist = np.array([[0.0, 0.05, 10.0]])
+    terms = swarm_rewards(w, 0.01, goal_dist_m=dist,
+                          rot=np.broadcast_to(np.eye(3), (1, 3, 3, 3)).copy(),
+                          omega=np.zeros((1, 3, 3)), action_sq=np.zeros((1, 3)),
+                          collisions=Collisions(**{n: np.zeros((1, 3), bool) for n in
+                                                   ("drone", "obstacle", "floor", "wall")}),
+                          nearest_m=np.full((1, 3), np.inf), contact_radius_m=0.12)
+    np.testing.assert_allclose(terms["precision"][0], [0.02, 0.02 / np.e, 0.0], atol=1e-12)
+
+
 def test_reset_clears_the_episode():
     metrics = _episode()
     metrics.reset()
@@ -124,6 +163,7 @@ def test_rewards_by_hand():
     closeness_1 = (w.proximity_radius_m - 0.25) / (w.proximity_radius_m - contact_m)
     expected = {
         "distance": [-1.0 * dt, -2.0 * dt],
+        "precision": [0.0, 0.0],
         "effort": [0.0, -w.effort * 0.5 * dt],
         "orientation": [0.0, -w.orientation * dt],
         "spin": [0.0, -w.spin * 5.0 * dt],
