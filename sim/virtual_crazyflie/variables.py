@@ -129,9 +129,10 @@ def log_variables() -> list[LogVariable]:
                       lambda t, i=i: _mm(t.acc_mps2[i])))
     v.append(_log("stateEstimateZ", "quat", "uint32_t",
                   lambda t: compress_quaternion(t.quat_xyzw)))
-    for i, name in enumerate(("rateRoll", "ratePitch", "rateYaw")):
+    for i, (name, sign) in enumerate((("rateRoll", 1.0), ("ratePitch", -1.0),
+                                      ("rateYaw", 1.0))):  # the firmware's: -gyro.y
         v.append(_log("stateEstimateZ", name, "int16_t",
-                      lambda t, i=i: np.radians(t.gyro_deg_s[i]) * 1000.0))
+                      lambda t, i=i, sign=sign: sign * np.radians(t.gyro_deg_s[i]) * 1000.0))
     for i, name in enumerate(("roll", "pitch", "yaw")):
         v.append(_log("stabilizer", name, "float", lambda t, i=i: t.rpy_deg[i]))
     v.append(_log("stabilizer", "thrust", "float", lambda t: t.thrust_raw))
