@@ -20,6 +20,11 @@ as a single companion computer stepping every robot would:
   model of the velocity loop says (``v' = k_v (v_sp - v)``, exact over 20 ms), positions
   integrate it. Only the table updates and the steps are timed.
 
+With the shared table, each tick also steps a second set of controllers for the same robots
+with :func:`~swarm_rl.runtime.robot.step_robots` (one policy call and one stacked shield pass
+for all of them, as a ``robot_node`` host does), timed on its own: the ratio of the two, in
+the same run, is the batching's speed-up (its commands match ``step``'s; tests check that).
+
 After :data:`WARMUP_TICKS` untimed ticks, ``steps`` ticks are timed with
 :func:`time.perf_counter_ns`: each robot's step on its own, and the whole tick (table updates +
 all steps). The policy and shield parts come from each command's diagnostics
@@ -45,7 +50,7 @@ from tqdm import tqdm
 from sim.errors import ConfigError
 from swarm_rl.runtime.neighbours import NeighbourTable
 from swarm_rl.runtime.policy import OnnxPolicy
-from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController
+from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController, step_robots
 from swarm_rl.runtime.shield import CBFShield, ShieldConfig
 from swarm_rl.bench_report import aligned_table, cpu_model, package_version
 
@@ -125,6 +130,10 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
     controllers = [RobotController(policy, shared if shared is not None else table(), name,
                                    shield=CBFShield(cfg))
                    for name in names]
+    # the same robots stepped together (step_robots, as a robot_node host does), same states
+    batched = ([RobotController(policy, shared, name, shield=CBFShield(cfg)) for name in names]
+               if shared is not None else None)
+    batch_ns = np.empty(steps, np.int64)
     rot, omega = np.eye(3), np.zeros(3)
     decay = math.exp(-cfg.k_v_per_s * TICK_S)  # velocity loop over one tick, exact
     ticks = warmup_ticks + steps
@@ -176,6 +185,12 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
         if timed:
             tick_ns[tick - warmup_ticks] = t2 - t0
             table_ns[tick - warmup_ticks] = t1 - t0
+        if batched is not None:
+            owns = [OwnState(pos[i], vel[i], rot, omega, now) for i in range(robots)]
+            b0 = perf_ns()
+            step_robots(batched, now, owns, list(goals))
+            if timed:
+                batch_ns[tick - warmup_ticks] = perf_ns() - b0
         # move: v tracks the setpoint (first order, gain k_v), p integrates v over the tick
         new_vel = cmd + (vel - cmd) * decay
         pos += cmd * TICK_S + (vel - cmd) * (1.0 - decay) / cfg.k_v_per_s
@@ -191,6 +206,7 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
     other = step_us - np.nan_to_num(policy_us) - np.nan_to_num(filter_us)
     o50, o99, _ = _pct(other)
     t50, t99, tmax = _pct(tick_ns / 1e6)
+    b50, b99, _ = _pct(batch_ns / 1e6) if batched is not None else (None, None, None)
     u50, u99, _ = _pct(table_ns / 1e6)
     if not_policy.any():
         log.warning("%d robots: %d of %d steps were not plain policy commands", robots,
@@ -213,6 +229,8 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
         "table_update_per_entry_us": (u50 * 1e3 / (robots * (robots - 1))
                                       if robots > 1 else None),
         "tick_p50_ms": t50, "tick_p99_ms": t99, "tick_max_ms": tmax,
+        "batched_steps_p50_ms": b50, "batched_steps_p99_ms": b99,
+        "batched_speedup_p50": (((t50 - u50) / b50) if b50 else None),
         "cpu_per_wall": cpu_ns / wall_ns if wall_ns else None,
         "step_p99_within_target": s99 <= TARGETS["step_p99_us"],
         "qp_solve_p99_within_target": None if q99 is None else q99 <= TARGETS["qp_solve_p99_us"],
@@ -316,7 +334,7 @@ def format_table(report: dict[str, Any]) -> str:
 
     head = ("robots", "step p50/p99/max us", "policy p50/p99 us", "shield p50/p99 us",
             "QP solve p99 us (solves)", "intervened", "table upd p50/p99 ms",
-            "tick p50/p99 ms", "50 Hz")
+            "tick p50/p99 ms", "step_robots p50/p99 ms (x faster)", "50 Hz")
     body = [(str(r["robots"]),
              f"{us(r['step_p50_us'])} / {us(r['step_p99_us'])} / {us(r['step_max_us'])}",
              f"{us(r['policy_p50_us'])} / {us(r['policy_p99_us'])}",
@@ -325,6 +343,9 @@ def format_table(report: dict[str, Any]) -> str:
              f"{r['shield_intervention_share']:.1%}",
              f"{r['table_update_p50_ms']:.2f} / {r['table_update_p99_ms']:.2f}",
              f"{r['tick_p50_ms']:.2f} / {r['tick_p99_ms']:.2f}",
+             "-" if r["batched_steps_p50_ms"] is None else
+             f"{r['batched_steps_p50_ms']:.2f} / {r['batched_steps_p99_ms']:.2f} "
+             f"({r['batched_speedup_p50']:.1f})",
              "yes" if r["tick_p99_within_50hz"] else "no")
             for r in report["results"]]
     lines = aligned_table(head, body)

@@ -158,6 +158,8 @@ def test_bench_runtime_reports_latency_per_swarm_size():
         assert row["steps_timed"] == 30 * row["robots"]
     four = report["results"][1]
     assert four["mean_neighbours"] > 0 and four["table_updates_per_tick"] == 4  # shared table
+    assert 0 < four["batched_steps_p50_ms"] <= four["batched_steps_p99_ms"]
+    assert four["batched_speedup_p50"] > 0
     fits = [r["robots"] for r in report["results"] if r["tick_p99_ms"] <= 20.0]
     assert report["max_robots_realtime_50hz"] == (max(fits) if fits else None)
     assert report["machine"]["cpu_count"] >= 1

@@ -23,7 +23,8 @@ from swarm_rl.errors import PolicyMismatchError
 from swarm_rl.export import REQUIRED_KEYS
 from swarm_rl.runtime.neighbours import NeighbourTable
 from swarm_rl.runtime.policy import NonFiniteObservation, OnnxPolicy
-from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController
+from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController, step_robots
+from swarm_rl.runtime.shield import CBFShield, ShieldConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 3
@@ -449,6 +450,47 @@ def test_shield_gets_neighbours_and_its_failures_stop_the_robot(goal_policy):
     cmd = braking.step(10.0, own, goal)  # the shield's own fallback setpoint is kept
     np.testing.assert_array_equal(cmd.velocity_mps, [0.0, 0.0, 0.1])
     assert cmd.diagnostics.shield_fallback and cmd.diagnostics.reasons == ("shield_fallback",)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_step_robots_gives_each_robot_what_step_gives_it(seed):
+    """Co-hosted robots stepped together (one policy call, one stacked shield pass): the same
+    commands as one step each, on the shipped policy, with a crowd that makes the shield act,
+    a stale neighbour, a NaN own state, a stale own state, a bad goal and a robot whose shield
+    is not a CBFShield (it takes its own path)."""
+    policy = OnnxPolicy(ROOT / "policies" / "formation_velocity_8.onnx")
+    rng = np.random.default_rng(seed)
+    n, now = 10, 50.0
+    pos = rng.uniform([-1.5, -1.5, 0.6], [1.5, 1.5, 2.0], (n, 3))
+    vel = rng.normal(0.0, 0.4, (n, 3))
+    goals = list(rng.uniform([-3.0, -3.0, 0.5], [3.0, 3.0, 2.0], (n, 3)))
+    goals[6] = np.array([np.nan, 0.0, 1.0])
+    owns = [_own(pos[i], vel[i], stamp_s=now) for i in range(n)]
+    owns[2] = _own([np.nan, 0.0, 1.0], stamp_s=now)
+    owns[4] = _own(pos[4], vel[4], stamp_s=now - 1.0)
+
+    def controllers() -> list[RobotController]:
+        table = NeighbourTable(policy.neighbours_k, policy.neighbour_range_m, 0.1, 1.0, 1.0)
+        for i in range(n):
+            table.update(f"cf{i + 1}", now - (0.3 if i == 8 else 0.0), pos[i], vel[i])
+        out = [RobotController(policy, table, f"cf{i + 1}",
+                               shield=CBFShield(ShieldConfig(safety_distance_m=0.4)))
+               for i in range(n)]
+        out[9].shield = lambda p, v, v_nom, *_: (0.5 * v_nom, {"intervened": True})
+        return out
+
+    batch = step_robots(controllers(), now, owns, goals)
+    single = [c.step(now, own, goal) for c, own, goal in zip(controllers(), owns, goals)]
+    for a, b in zip(batch, single):
+        assert (a.mode, a.diagnostics.reasons) == (b.mode, b.diagnostics.reasons)
+        np.testing.assert_allclose(a.velocity_mps, b.velocity_mps, atol=1e-5)
+        assert a.yaw_rate_rad_s == pytest.approx(b.yaw_rate_rad_s, abs=1e-5)
+        assert a.diagnostics.rejected == b.diagnostics.rejected
+    modes = [c.mode for c in batch]
+    assert modes.count(CommandMode.POLICY) == 7 and batch[2].mode is CommandMode.HOVER
+    assert batch[6].diagnostics.reasons == ("goal_invalid",)
+    acted = [c.diagnostics.shield_intervened for c in batch[:9] if c.mode is CommandMode.POLICY]
+    assert any(acted) and not all(acted), "both the stacked fast path and QP solves ran"
 
 
 def test_motors_or_mismatched_policies_are_refused(policy_dir, goal_policy):

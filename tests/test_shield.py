@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from swarm_rl.runtime.shield import (ROW_TOL, CBFShield, ShieldConfig, ShieldInput,
-                                     ShieldStatus, _barrier_rows, _barrier_terms)
+                                     ShieldStatus, _barrier_rows, _barrier_terms, filter_many)
 
 TAU_S = 0.1
 PHYSICS_DT_S = 0.01
@@ -360,3 +360,53 @@ def test_imports_neither_torch_nor_pybullet():
             "bad = [m for m in ('torch', 'pybullet') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _same_output(a, b) -> None:
+    """Equal ShieldOutputs up to the timings."""
+    np.testing.assert_array_equal(a.velocity_setpoint_mps, b.velocity_setpoint_mps)
+    np.testing.assert_array_equal(a.acceleration_mps2, b.acceleration_mps2)
+    assert (a.status, a.intervened, a.active_constraints, a.gamma, a.num_rows, a.detail) == (
+        b.status, b.intervened, b.active_constraints, b.gamma, b.num_rows, b.detail)
+    assert a.min_barrier == b.min_barrier or (np.isnan(a.min_barrier) and np.isnan(b.min_barrier))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_filter_many_gives_each_robot_what_filter_gives_it(seed):
+    """Co-hosted robots filtered together: bit-identical outputs to one filter call each, over
+    crowded scenes (fast path and QP solves), robots at the floor and ceiling, a robot with its
+    own gamma, stale neighbours, a NaN state and a shield with a column map (both take filter's
+    own path)."""
+    rng = np.random.default_rng(seed)
+    n = 12
+    crowded = seed % 2 == 0  # else: cruising, spread out, away from floor and ceiling
+    if crowded:
+        pos = np.c_[rng.uniform(-1.5, 1.5, (n, 2)), rng.uniform(0.1, 3.6, n)]
+        vel = rng.normal(0.0, 1.0, (n, 3))
+        nominal = rng.normal(0.0, 1.0, (n, 3))
+    else:
+        pos = np.c_[rng.uniform(-5.0, 5.0, (n, 2)), rng.uniform(0.8, 2.8, n)]
+        vel = rng.normal(0.0, 0.3, (n, 3))
+        nominal = vel + rng.normal(0.0, 0.05, (n, 3))
+    shields = [CBFShield(CONFIG) for _ in range(n)]
+    shields[3].gamma = 4.0
+    shields[5] = CBFShield(CONFIG, column_centres_m=[[0.0, 0.0]], column_radii_m=[0.2])
+    inputs = []
+    for i in range(n):
+        others = [j for j in range(n) if j != i and np.linalg.norm(pos[j] - pos[i]) < 2.0]
+        extra = rng.uniform(-0.1, 0.2, len(others))
+        inputs.append(ShieldInput(pos[i], vel[i], nominal[i], pos[others], vel[others], extra))
+    inputs[7] = ShieldInput([np.nan, 0.0, 1.0], vel[7], nominal[7])
+    batch = filter_many(shields, inputs)
+    single = [sh.filter(inp) for sh, inp in zip(shields, inputs)]
+    for a, b in zip(batch, single):
+        _same_output(a, b)
+    screened = sum(not o.intervened for o in single)
+    solved = sum(o.num_rows > 0 for o in single)
+    assert (solved >= 3) if crowded else (screened >= 6), (screened, solved)
+
+
+def test_filter_many_refuses_mismatched_lists():
+    with pytest.raises(ValueError, match="2 shields but 1 inputs"):
+        filter_many([CBFShield(CONFIG)] * 2, [ShieldInput(np.zeros(3), np.zeros(3),
+                                                          np.zeros(3))])

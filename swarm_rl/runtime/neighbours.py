@@ -23,6 +23,8 @@ neighbours appear there at their last known state (the simulator has no stale on
 """
 from __future__ import annotations
 
+import math
+
 from collections import Counter
 from dataclasses import dataclass
 
@@ -197,8 +199,9 @@ class NeighbourTable:
 
 
 def too_large(vector: np.ndarray, limit: float) -> bool:
-    """``|vector| >= limit`` for a finite vector, without overflowing on huge entries."""
-    return bool(np.abs(vector).max() >= limit or np.linalg.norm(vector) >= limit)
+    """``|vector| >= limit`` for a finite vector, without overflowing on huge entries
+    (``math.hypot`` scales internally; also the cheapest call for a 3-vector)."""
+    return math.hypot(*np.ravel(vector).tolist()) >= limit
 
 
 def _finite_scalar(value: object) -> bool:

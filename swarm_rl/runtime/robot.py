@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +52,7 @@ from swarm_rl.errors import PolicyMismatchError
 from swarm_rl.runtime.neighbours import (MAX_POSITION_M, MAX_SPEED_MPS, NeighbourSnapshot,
                                          NeighbourTable, too_large)
 from swarm_rl.runtime.policy import NonFiniteObservation, OnnxPolicy
+from swarm_rl.runtime.shield import CBFShield, ShieldInput, filter_many
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,22 @@ class Command:
         return self.mode is CommandMode.LAND
 
 
+@dataclass
+class _Tick:
+    """One robot's tick between its input checks and its shield (world frame, SI)."""
+
+    pos: np.ndarray
+    vel: np.ndarray
+    snap: NeighbourSnapshot
+    reasons: list[str] = field(default_factory=list)
+    obs: np.ndarray | None = None
+    """The policy's observation; None when an input was rejected (the tick hovers)."""
+    v_nominal: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    yaw_rate: float = 0.0
+    mode: CommandMode = CommandMode.HOVER
+    latency_us: float | None = None
+
+
 class RobotController:
     """The decision step of robot ``name``.
 
@@ -186,7 +203,18 @@ class RobotController:
         """This tick's command at time ``now_s``. ``goal_m``: (3,) world frame.
         ``obstacle_patch_m``: the 9 distances of the observation's obstacle patch
         (:data:`sim.observation.PATCH_OFFSETS_M`; ``inf`` = nothing there), None when no
-        obstacles are known."""
+        obstacles are known. :func:`step_robots` runs several robots' steps at once."""
+        tick = self._prepare(now_s, own, goal_m, obstacle_patch_m)
+        if isinstance(tick, Command):
+            return tick
+        if tick.obs is not None:
+            self._run_policy(tick)
+        return self._shielded(tick)
+
+    def _prepare(self, now_s: float, own: OwnState | None, goal_m: np.ndarray,
+                 obstacle_patch_m: np.ndarray | None) -> Command | _Tick:
+        """The checks, the neighbour snapshot and the observation: the blind command when
+        the own state cannot be acted on, else the tick (``obs`` None: hover, shielded)."""
         reason = self._check_own(own, now_s)
         if reason is not None:
             self.rejected[reason] += 1
@@ -194,36 +222,41 @@ class RobotController:
         self._bad_since_s, self._bad_for_s = None, 0.0
         assert own is not None  # _check_own returned None
         pos, vel = np.asarray(own.pos_m, float), np.asarray(own.vel_mps, float)
-        reasons: list[str] = []
-        snap = self.neighbours.snapshot(self.name, pos, now_s)
-        v_nominal, yaw_rate = np.zeros(3), 0.0
-        mode, latency_us = CommandMode.HOVER, None
+        tick = _Tick(pos, vel, self.neighbours.snapshot(self.name, pos, now_s))
         goal, why_goal = _vector3(goal_m, MAX_POSITION_M, "goal")
         patch, why_patch = self._patch(obstacle_patch_m)
         for why in (why_goal, why_patch):
             if why is not None:
                 self.rejected[why] += 1
-                reasons.append(why)
-        if not reasons:
-            obs = self._observation(own, goal, patch, snap)
-            start = time.perf_counter_ns()
-            try:
-                action = self.policy(obs)
-            except NonFiniteObservation as exc:  # inputs were checked: float32 overflow
-                action, why = None, "observation_nonfinite"
-                log.warning("%s: %s", self.name, exc)
-            except Exception:  # onnxruntime's own errors: hover, never crash the loop
-                action, why = None, "policy_error"
-                log.exception("%s: policy failed", self.name)
-            latency_us = (time.perf_counter_ns() - start) / 1e3
-            if action is not None and not np.isfinite(action).all():
-                action, why = None, "policy_action_nonfinite"
-            if action is None:
-                reasons.append(why)
-            else:
-                v_nominal, yaw_rate = self.policy.to_velocity_setpoint(action)
-                mode = CommandMode.POLICY
-        return self._shielded(pos, vel, v_nominal, yaw_rate, mode, snap, reasons, latency_us)
+                tick.reasons.append(why)
+        if not tick.reasons:
+            tick.obs = self._observation(own, goal, patch, tick.snap)
+        return tick
+
+    def _run_policy(self, tick: _Tick) -> None:
+        """The policy on this tick's observation alone."""
+        start = time.perf_counter_ns()
+        try:
+            action, why = self.policy(tick.obs), None
+        except NonFiniteObservation as exc:  # inputs were checked: float32 overflow
+            action, why = None, "observation_nonfinite"
+            log.warning("%s: %s", self.name, exc)
+        except Exception:  # onnxruntime's own errors: hover, never crash the loop
+            action, why = None, "policy_error"
+            log.exception("%s: policy failed", self.name)
+        self._use_action(tick, action, why, (time.perf_counter_ns() - start) / 1e3)
+
+    def _use_action(self, tick: _Tick, action: np.ndarray | None, why: str | None,
+                    latency_us: float) -> None:
+        """The policy's action (None: it failed for reason ``why``) as the nominal command."""
+        tick.latency_us = latency_us
+        if action is not None and not np.isfinite(action).all():
+            action, why = None, "policy_action_nonfinite"
+        if action is None:
+            tick.reasons.append(why)
+        else:
+            tick.v_nominal, tick.yaw_rate = self.policy.to_velocity_setpoint(action)
+            tick.mode = CommandMode.POLICY
 
     def observe(self, now_s: float, own: OwnState, goal_m: np.ndarray,
                 obstacle_patch_m: np.ndarray | None = None) -> np.ndarray:
@@ -309,15 +342,18 @@ class RobotController:
             return self._default_patch, "obstacle_patch_invalid"
         return np.minimum(arr, OBSTACLE_RANGE_M), None
 
-    def _shielded(self, pos: np.ndarray, vel: np.ndarray, v_nominal: np.ndarray,
-                  yaw_rate: float, mode: CommandMode, snap: NeighbourSnapshot, reasons: list[str],
-                  latency_us: float | None) -> Command:
+    def _shielded(self, tick: _Tick,
+                  shield_result: tuple[np.ndarray, Mapping[str, Any]] | None = None) -> Command:
+        """The tick's command through the shield; ``shield_result``: the shield's answer,
+        when :func:`step_robots` has already asked it for several robots at once."""
+        pos, vel, snap, reasons = tick.pos, tick.vel, tick.snap, tick.reasons
+        v_nominal, yaw_rate, mode = tick.v_nominal, tick.yaw_rate, tick.mode
         velocity, info = v_nominal, {}
         shielded = intervened = fallback = False
         if self.shield is not None:
             try:
-                out, info = self.shield(pos, vel, v_nominal, snap.pos_m, snap.vel_mps,
-                                        snap.extra_radius_m)
+                out, info = shield_result if shield_result is not None else self.shield(
+                    pos, vel, v_nominal, snap.pos_m, snap.vel_mps, snap.extra_radius_m)
                 out = np.asarray(out, dtype=float)
                 info = dict(info) if info is not None else {}
             except Exception:  # any shield failure: stop, never crash the loop
@@ -341,12 +377,61 @@ class RobotController:
             reasons.append("output_nonfinite")
         return Command(np.array(velocity, dtype=float), float(yaw_rate), mode,
                        CommandDiagnostics(tuple(reasons), shielded, intervened, fallback,
-                                          latency_us, len(snap), self._rejected(), info))
+                                          tick.latency_us, len(snap), self._rejected(), info))
 
     def _rejected(self) -> dict[str, int]:
         out = dict(self.rejected)
         out.update({f"neighbour_{k}": v for k, v in self.neighbours.rejected.items()})
         return out
+
+
+def step_robots(controllers: Sequence[RobotController], now_s: float,
+                owns: Sequence[OwnState | None], goals: Sequence[np.ndarray]) -> list[Command]:
+    """The commands of robots one process hosts, as ``[c.step(now_s, own, goal) ...]`` gives
+    them, with one policy call for every robot that shares the first one's policy and one
+    stacked shield pass (:func:`~swarm_rl.runtime.shield.filter_many`) for those with a
+    :class:`~swarm_rl.runtime.shield.CBFShield`. A failing batched policy call falls back to
+    one call per robot (so each failure is named as in ``step``); ``policy_latency_us`` is
+    each robot's share of the batched call. The batched network may differ from single calls
+    in float32 rounding (~1e-7)."""
+    ticks = [c._prepare(now_s, own, goal, None) for c, own, goal in zip(controllers, owns, goals)]
+    ready = [k for k, t in enumerate(ticks) if isinstance(t, _Tick) and t.obs is not None]
+    policy = controllers[ready[0]].policy if ready else None
+    shared = [k for k in ready if controllers[k].policy is policy]
+    if shared:
+        start = time.perf_counter_ns()
+        try:
+            actions = policy(np.stack([ticks[k].obs for k in shared]))
+        except Exception:  # one robot's bad observation: find it robot by robot
+            actions = None
+        share_us = (time.perf_counter_ns() - start) / 1e3 / len(shared)
+        for j, k in enumerate(shared):
+            if actions is None:
+                controllers[k]._run_policy(ticks[k])
+            else:
+                controllers[k]._use_action(ticks[k], actions[j], None, share_us)
+    for k in ready:
+        if k not in shared:
+            controllers[k]._run_policy(ticks[k])
+    results = _shield_results(controllers, ticks)
+    return [t if isinstance(t, Command) else c._shielded(t, results.get(k))
+            for k, (c, t) in enumerate(zip(controllers, ticks))]
+
+
+def _shield_results(controllers: Sequence[RobotController], ticks: list[Command | _Tick]
+                    ) -> dict[int, tuple[np.ndarray, Mapping[str, Any]]]:
+    """The CBF shields' answers for every tick that has one, from one stacked pass; empty
+    (each robot asks its own shield) if building the stacked inputs fails."""
+    idx = [k for k, t in enumerate(ticks)
+           if isinstance(t, _Tick) and isinstance(controllers[k].shield, CBFShield)]
+    try:
+        inputs = [ShieldInput(t.pos, t.vel, t.v_nominal, t.snap.pos_m, t.snap.vel_mps,
+                              t.snap.extra_radius_m) for t in (ticks[k] for k in idx)]
+        outs = filter_many([controllers[k].shield for k in idx], inputs)
+    except Exception:
+        log.exception("stacked shield pass failed; filtering robot by robot")
+        return {}
+    return {k: (out.velocity_setpoint_mps, out.diagnostics()) for k, out in zip(idx, outs)}
 
 
 def _finite(value: object) -> bool:
