@@ -154,25 +154,38 @@ class NeighbourTable:
         """Neighbours other than ``own_name`` within ``range_m`` of ``own_pos`` whose stamps
         are within ``drop_after_s`` of ``now_s`` (either side), nearest first, with their ages
         and extra radii."""
-        own = _own_position(own_pos)
+        return self.snapshots([own_name], _own_position(own_pos)[None], now_s)[0]
+
+    def snapshots(self, own_names: list[str | None], own_pos: np.ndarray, now_s: float
+                  ) -> list[NeighbourSnapshot]:
+        """:meth:`snapshot` for several observers at once (the robots one process hosts):
+        ``own_pos`` (B, 3) finite positions. One distance matrix for all of them."""
         if not _finite_scalar(now_s):
             raise ValueError(f"now_s: must be finite, got {now_s}")
-        names = [name for name in self._states if name != own_name]
+        names = list(self._states)
         entries = [self._states[name] for name in names]
         stamp = np.array([e[0] for e in entries], dtype=float)
         pos = np.array([e[1] for e in entries], dtype=float).reshape(-1, 3)
         vel = np.array([e[2] for e in entries], dtype=float).reshape(-1, 3)
         age_s = float(now_s) - stamp
-        dist = np.linalg.norm(pos - own, axis=1)
-        keep = np.flatnonzero((np.abs(age_s) <= self.drop_after_s) & (dist <= self.range_m))
+        dist = np.linalg.norm(pos[None] - np.asarray(own_pos, float)[:, None], axis=-1)
+        usable = (np.abs(age_s) <= self.drop_after_s)[None] & (dist <= self.range_m)
+        index = {name: i for i, name in enumerate(names)}
+        keep = usable.copy()
+        for b, name in enumerate(own_names):
+            if name in index:
+                keep[b, index[name]] = False  # the observer itself
+        rank = np.argsort(np.argsort(np.array(names, dtype=str)))  # name order, for ties
+        order = np.lexsort((np.broadcast_to(rank, dist.shape), dist), axis=-1)
         age_s = np.maximum(age_s, 0.0)
-        keep = keep[np.lexsort((np.array(names, dtype=str)[keep], dist[keep]))]
-        age_s = age_s[keep]
-        return NeighbourSnapshot(
-            names=tuple(names[i] for i in keep), pos_m=pos[keep], vel_mps=vel[keep],
-            age_s=age_s,
-            extra_radius_m=np.where(age_s > self.stale_after_s, self.inflate_mps * age_s, 0.0),
-            distance_m=dist[keep])
+        extra = np.where(age_s > self.stale_after_s, self.inflate_mps * age_s, 0.0)
+        out = []
+        for b in range(len(own_names)):
+            idx = order[b][keep[b][order[b]]]
+            out.append(NeighbourSnapshot(
+                names=tuple(names[i] for i in idx), pos_m=pos[idx], vel_mps=vel[idx],
+                age_s=age_s[idx], extra_radius_m=extra[idx], distance_m=dist[b, idx]))
+        return out
 
     def observation_features(self, own_name: str | None, own_pos: np.ndarray,
                              own_vel: np.ndarray, now_s: float
@@ -191,11 +204,22 @@ class NeighbourTable:
         own_v, _ = check_vector(own_vel)
         if own_v is None:
             raise ValueError(f"own_vel: expected 3 finite numbers, got {own_vel!r}")
-        rel_pos = (snap.pos_m - own)[None]
-        rel_vel = (snap.vel_mps - own_v)[None]
-        valid = np.ones((1, len(snap)), bool)
-        feats, mask = nearest_neighbours(rel_pos, rel_vel, valid, self.k, self.range_m)
+        feats, mask = self.features_many([snap], own[None], own_v[None])
         return feats[0], mask[0]
+
+    def features_many(self, snaps: list[NeighbourSnapshot], own_pos: np.ndarray,
+                      own_vel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`features` of several observers, (B, K, 6) and (B, K), in one
+        :func:`~sim.observation.nearest_neighbours` call: each snapshot padded to the
+        longest, the padding masked out. ``own_pos``/``own_vel`` (B, 3), finite."""
+        b, m = len(snaps), max((len(snap) for snap in snaps), default=0)
+        rel_pos, rel_vel = np.zeros((b, m, 3)), np.zeros((b, m, 3))
+        valid = np.zeros((b, m), bool)
+        for i, snap in enumerate(snaps):
+            rel_pos[i, :len(snap)] = snap.pos_m - own_pos[i]
+            rel_vel[i, :len(snap)] = snap.vel_mps - own_vel[i]
+            valid[i, :len(snap)] = True
+        return nearest_neighbours(rel_pos, rel_vel, valid, self.k, self.range_m)
 
 
 def too_large(vector: np.ndarray, limit: float) -> bool:

@@ -144,9 +144,12 @@ class Command:
 class _Tick:
     """One robot's tick between its input checks and its shield (world frame, SI)."""
 
+    own: OwnState
     pos: np.ndarray
     vel: np.ndarray
-    snap: NeighbourSnapshot
+    goal: np.ndarray
+    patch: np.ndarray
+    snap: NeighbourSnapshot | None = None
     reasons: list[str] = field(default_factory=list)
     obs: np.ndarray | None = None
     """The policy's observation; None when an input was rejected (the tick hovers)."""
@@ -203,34 +206,27 @@ class RobotController:
         """This tick's command at time ``now_s``. ``goal_m``: (3,) world frame.
         ``obstacle_patch_m``: the 9 distances of the observation's obstacle patch
         (:data:`sim.observation.PATCH_OFFSETS_M`; ``inf`` = nothing there), None when no
-        obstacles are known. :func:`step_robots` runs several robots' steps at once."""
-        tick = self._prepare(now_s, own, goal_m, obstacle_patch_m)
-        if isinstance(tick, Command):
-            return tick
-        if tick.obs is not None:
-            self._run_policy(tick)
-        return self._shielded(tick)
+        obstacles are known. The same code as :func:`step_robots` with one robot."""
+        return step_robots([self], now_s, [own], [goal_m], [obstacle_patch_m])[0]
 
     def _prepare(self, now_s: float, own: OwnState | None, goal_m: np.ndarray,
                  obstacle_patch_m: np.ndarray | None) -> Command | _Tick:
-        """The checks, the neighbour snapshot and the observation: the blind command when
-        the own state cannot be acted on, else the tick (``obs`` None: hover, shielded)."""
+        """The input checks: the blind command when the own state cannot be acted on, else
+        the tick (with a reason when the goal or the patch was rejected: hover, shielded)."""
         reason = self._check_own(own, now_s)
         if reason is not None:
             self.rejected[reason] += 1
             return self._blind_command(now_s, reason)
         self._bad_since_s, self._bad_for_s = None, 0.0
         assert own is not None  # _check_own returned None
-        pos, vel = np.asarray(own.pos_m, float), np.asarray(own.vel_mps, float)
-        tick = _Tick(pos, vel, self.neighbours.snapshot(self.name, pos, now_s))
         goal, why_goal = _vector3(goal_m, MAX_POSITION_M, "goal")
         patch, why_patch = self._patch(obstacle_patch_m)
+        tick = _Tick(own, np.asarray(own.pos_m, float), np.asarray(own.vel_mps, float), goal,
+                     patch)
         for why in (why_goal, why_patch):
             if why is not None:
                 self.rejected[why] += 1
                 tick.reasons.append(why)
-        if not tick.reasons:
-            tick.obs = self._observation(own, goal, patch, tick.snap)
         return tick
 
     def _run_policy(self, tick: _Tick) -> None:
@@ -267,20 +263,12 @@ class RobotController:
         patch, why_patch = self._patch(obstacle_patch_m)
         if reason or why_goal or why_patch:
             raise ValueError(f"{self.name}: no observation: {reason or why_goal or why_patch}")
-        return self._observation(own, goal, patch,
-                                 self.neighbours.snapshot(self.name, own.pos_m, now_s))
+        tick = _Tick(own, np.asarray(own.pos_m, float), np.asarray(own.vel_mps, float), goal,
+                     patch)
+        _observe([self], [tick], now_s)
+        return tick.obs
 
     # --- pieces ----------------------------------------------------------------------------
-
-    def _observation(self, own: OwnState, goal: np.ndarray, patch: np.ndarray,
-                     snap: NeighbourSnapshot) -> np.ndarray:
-        """Layout observation (obs_dim,) float32 from checked inputs, by the one observation
-        function (height = own z above the floor at z = 0, as in the simulator)."""
-        pos, vel = np.asarray(own.pos_m, float), np.asarray(own.vel_mps, float)
-        feats, mask = self.neighbours.features(snap, pos, vel)
-        return build_observation((pos - goal)[None], vel[None], np.asarray(own.rot)[None],
-                                 np.asarray(own.omega_rad_s)[None], pos[2:3], feats[None],
-                                 mask[None], patch[None])[0]
 
     def _check_own(self, own: OwnState | None, now_s: float) -> str | None:
         """None if ``own`` can be acted on at ``now_s``, else the reason."""
@@ -386,16 +374,26 @@ class RobotController:
 
 
 def step_robots(controllers: Sequence[RobotController], now_s: float,
-                owns: Sequence[OwnState | None], goals: Sequence[np.ndarray]) -> list[Command]:
-    """The commands of robots one process hosts, as ``[c.step(now_s, own, goal) ...]`` gives
-    them, with one policy call for every robot that shares the first one's policy and one
+                owns: Sequence[OwnState | None], goals: Sequence[np.ndarray],
+                obstacle_patches: Sequence[np.ndarray | None] | None = None) -> list[Command]:
+    """The commands of the robots one process hosts (each as :meth:`RobotController.step`
+    describes), computed together: one neighbour-table query and one observation build per
+    shared table, one policy call for every robot that shares the first one's policy, and one
     stacked shield pass (:func:`~swarm_rl.runtime.shield.filter_many`) for those with a
     :class:`~swarm_rl.runtime.shield.CBFShield`. A failing batched policy call falls back to
-    one call per robot (so each failure is named as in ``step``); ``policy_latency_us`` is
-    each robot's share of the batched call. The batched network may differ from single calls
-    in float32 rounding (~1e-7)."""
-    ticks = [c._prepare(now_s, own, goal, None) for c, own, goal in zip(controllers, owns, goals)]
-    ready = [k for k, t in enumerate(ticks) if isinstance(t, _Tick) and t.obs is not None]
+    one call per robot (so each failure is named); ``policy_latency_us`` is each robot's
+    share of the batched call. The batched network may differ from single calls in float32
+    rounding (~1e-7)."""
+    patches = obstacle_patches if obstacle_patches is not None else [None] * len(controllers)
+    ticks = [c._prepare(now_s, own, goal, patch)
+             for c, own, goal, patch in zip(controllers, owns, goals, patches)]
+    live = [k for k, t in enumerate(ticks) if isinstance(t, _Tick)]
+    by_table: dict[int, list[int]] = {}
+    for k in live:
+        by_table.setdefault(id(controllers[k].neighbours), []).append(k)
+    for group in by_table.values():
+        _observe([controllers[k] for k in group], [ticks[k] for k in group], now_s)
+    ready = [k for k in live if ticks[k].obs is not None]
     policy = controllers[ready[0]].policy if ready else None
     shared = [k for k in ready if controllers[k].policy is policy]
     if shared:
@@ -416,6 +414,29 @@ def step_robots(controllers: Sequence[RobotController], now_s: float,
     results = _shield_results(controllers, ticks)
     return [t if isinstance(t, Command) else c._shielded(t, results.get(k))
             for k, (c, t) in enumerate(zip(controllers, ticks))]
+
+
+def _observe(controllers: Sequence[RobotController], ticks: Sequence[_Tick],
+             now_s: float) -> None:
+    """Each tick's neighbour snapshot, and for those without a rejected input the layout
+    observation, built by the one observation function (height = own z above the floor at
+    z = 0, as in the simulator); the controllers share one neighbour table."""
+    table = controllers[0].neighbours
+    pos = np.stack([t.pos for t in ticks])
+    for t, snap in zip(ticks, table.snapshots([c.name for c in controllers], pos, now_s)):
+        t.snap = snap
+    ready = [t for t in ticks if not t.reasons]
+    if not ready:
+        return
+    pos = np.stack([t.pos for t in ready])
+    vel = np.stack([t.vel for t in ready])
+    feats, mask = table.features_many([t.snap for t in ready], pos, vel)
+    obs = build_observation(pos - np.stack([t.goal for t in ready]), vel,
+                            np.stack([np.asarray(t.own.rot, float) for t in ready]),
+                            np.stack([np.asarray(t.own.omega_rad_s, float) for t in ready]),
+                            pos[:, 2:3], feats, mask, np.stack([t.patch for t in ready]))
+    for t, row in zip(ready, obs):
+        t.obs = row
 
 
 def _shield_results(controllers: Sequence[RobotController], ticks: list[Command | _Tick]
