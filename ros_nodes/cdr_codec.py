@@ -1,19 +1,19 @@
-"""Fast plain-CDR (XCDR1, little-endian) encoding and decoding of fixed-layout ROS messages.
+"""Fast plain-CDR (XCDR1, little-endian) encoding and decoding of the graph's ROS messages.
 
 Cyclone DDS's Python binding serialises a sample by walking its type field by field in Python:
 about 125 us for one ``nav_msgs/Odometry`` on this machine, which made serialisation the
 largest single cost of the node graph (the bridge writes two messages per drone per tick, every
-robot decodes every neighbour's odometry). The messages sent every tick are made of numbers,
-fixed-size arrays of numbers, nested structs, strings, and sequences of strings or of
-all-float64 structs (``sensor_msgs/MultiDOFJointState``'s transforms and twists). For those
-types this module compiles the layout once into :mod:`struct` formats, so a sample is packed or
-unpacked with one ``struct`` call per run of numbers.
+robot decodes every neighbour's odometry). The graph's messages are made of numbers, fixed-size
+arrays of numbers, nested structs, strings and sequences of strings or structs. For those types
+this module compiles the layout once into :mod:`struct` formats, so a sample is packed or
+unpacked with one ``struct`` call per run of numbers (one for a whole sequence of all-float64
+structs such as ``sensor_msgs/MultiDOFJointState``'s transforms).
 
 The bytes are those of the binding's own serialiser (the 4-byte encapsulation header
 ``00 01 00 00``, XCDR1 alignment relative to the end of that header, at most 8, padded to a
 multiple of 4 as ``DataWriter.write`` pads), which ``tests/test_cdr_codec.py`` checks byte for
-byte on random messages. Other field types (sequences of structs with strings, such as
-``DiagnosticArray``), other encodings and big-endian data are not handled here:
+byte on random messages of every type the nodes send. Other field types (bounded strings,
+sequences of sequences, unions), other encodings and big-endian data are not handled here:
 :func:`codec_for` returns None or :meth:`Codec.decode` raises :class:`NotPlainCdr`, and the
 transport uses the binding's generic path for them.
 """
@@ -78,6 +78,8 @@ def _leaves(cls: type, prefix: str = "") -> list[_Leaf] | None:
                 out.append(_Leaf(path, "strs"))
             elif _doubles(inner_type):
                 out.append(_Leaf(path, "seq", _doubles(inner_type), inner_type))
+            elif isinstance(inner_type, type) and codec_for(inner_type) is not None:
+                out.append(_Leaf(path, "structs", 0, inner_type))
             else:
                 return None
         else:
@@ -165,6 +167,8 @@ class Codec:
                 self._segments.append(("str", 1, None))
             elif leaf.code == "strs":
                 self._segments.append(("strs", 1, None))
+            elif leaf.code == "structs":
+                self._segments.append(("structs", 1, codec_for(leaf.element)))
             elif leaf.code == "seq":
                 names = [el.path for el in _leaves(leaf.element)]
                 self._segments.append(("seq", 1, (leaf.count, attrgetter(*names),
@@ -182,6 +186,14 @@ class Codec:
 
     def encode(self, msg: Any) -> bytes:
         """The sample's bytes as ``DataWriter.write`` sends them (header included)."""
+        out = bytearray(HEADER)
+        self._encode_into(out, msg)
+        out += b"\0" * (-len(out) % 4)
+        return bytes(out)
+
+    def _encode_into(self, out: bytearray, msg: Any) -> None:
+        """Append ``msg`` to ``out``, aligned relative to the end of the header (XCDR1 aligns
+        every primitive to the stream, however deep it is nested)."""
         got = self._get(msg)
         values: list[Any] = []
         for value, is_array in zip((got,) if self._single else got, self._arrays):
@@ -189,7 +201,6 @@ class Codec:
                 values.extend(value)
             else:
                 values.append(value)
-        out = bytearray(HEADER)
         i = 0
         for kind, n, payload in self._segments:
             if kind == "run":
@@ -201,6 +212,10 @@ class Codec:
                 _put_count(out, len(values[i]))
                 for text in values[i]:
                     _put_string(out, text)
+            elif kind == "structs":
+                _put_count(out, len(values[i]))
+                for item in values[i]:
+                    payload._encode_into(out, item)
             else:
                 per, get, _ = payload
                 items = values[i]
@@ -211,8 +226,6 @@ class Codec:
                         get(item) for item in items]
                     out += struct.pack(f"<{per * len(items)}d", *flat)
             i += n
-        out += b"\0" * (-len(out) % 4)
-        return bytes(out)
 
     # --- decoding ----------------------------------------------------------------------------
 
@@ -222,38 +235,48 @@ class Codec:
         if len(data) < 4 or data[:2] != HEADER[:2]:
             raise NotPlainCdr(f"{self.msg_type.__name__}: encapsulation {bytes(data[:2])!r} "
                               "is not plain CDR little-endian")
-        values: list[Any] = []
-        pos = 4
         try:
-            for kind, _, payload in self._segments:
-                if kind == "run":
-                    pos += -(pos - 4) % payload.align()
-                    fmt = payload.fmt(pos - 4)
-                    values.extend(fmt.unpack_from(data, pos))
-                    pos += fmt.size
-                elif kind == "str":
-                    text, pos = self._string(data, pos)
-                    values.append(text)
-                elif kind == "strs":
-                    count, pos = self._count(data, pos, 5)
-                    texts = []
-                    for _ in range(count):
-                        text, pos = self._string(data, pos)
-                        texts.append(text)
-                    values.append(texts)
-                else:
-                    per, _, build = payload
-                    count, pos = self._count(data, pos, 8 * per)
-                    if count:
-                        pos += -(pos - 4) % 8
-                        flat = iter(struct.unpack_from(f"<{per * count}d", data, pos))
-                        pos += 8 * per * count
-                        values.append([build(flat) for _ in range(count)])
-                    else:
-                        values.append([])
+            return self._decode_from(data, 4)[0]
         except (struct.error, UnicodeDecodeError) as exc:
             raise NotPlainCdr(f"{self.msg_type.__name__}: {exc}") from None
-        return self._build(iter(values))
+
+    def _decode_from(self, data: bytes, pos: int) -> tuple[Any, int]:
+        """The sample that starts at byte ``pos`` of ``data``, and the byte after it."""
+        values: list[Any] = []
+        for kind, _, payload in self._segments:
+            if kind == "run":
+                pos += -(pos - 4) % payload.align()
+                fmt = payload.fmt(pos - 4)
+                values.extend(fmt.unpack_from(data, pos))
+                pos += fmt.size
+            elif kind == "str":
+                text, pos = self._string(data, pos)
+                values.append(text)
+            elif kind == "strs":
+                count, pos = self._count(data, pos, 5)
+                texts = []
+                for _ in range(count):
+                    text, pos = self._string(data, pos)
+                    texts.append(text)
+                values.append(texts)
+            elif kind == "structs":
+                count, pos = self._count(data, pos, 1)
+                items = []
+                for _ in range(count):
+                    item, pos = payload._decode_from(data, pos)
+                    items.append(item)
+                values.append(items)
+            else:
+                per, _, build = payload
+                count, pos = self._count(data, pos, 8 * per)
+                if count:
+                    pos += -(pos - 4) % 8
+                    flat = iter(struct.unpack_from(f"<{per * count}d", data, pos))
+                    pos += 8 * per * count
+                    values.append([build(flat) for _ in range(count)])
+                else:
+                    values.append([])
+        return self._build(iter(values)), pos
 
     def _count(self, data: bytes, pos: int, min_item_bytes: int) -> tuple[int, int]:
         """A sequence length at ``pos`` (aligned to 4 first), checked against the bytes left."""

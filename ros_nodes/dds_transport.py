@@ -130,8 +130,8 @@ class _Timer:
 
 
 class _Publisher:
-    """A writer; fixed-layout types are encoded by :mod:`ros_nodes.cdr_codec` (the same bytes
-    as ``DataWriter.write``, about ten times faster), others by the binding."""
+    """A writer; the graph's message types are encoded by :mod:`ros_nodes.cdr_codec` (the same
+    bytes as ``DataWriter.write``, 3-10 times faster), others by the binding."""
 
     def __init__(self, writer: DataWriter, topic: str) -> None:
         self.writer = writer
@@ -159,7 +159,7 @@ class _Subscription:
 
     def take(self, max_samples: int = 256) -> list[Any]:
         """Every waiting valid sample, oldest first, each with its ``sample_info``. Samples of
-        a fixed-layout type are decoded by :mod:`ros_nodes.cdr_codec` unless they are not
+        a type the codec knows are decoded by :mod:`ros_nodes.cdr_codec` unless they are not
         plain little-endian CDR (another vendor's XCDR2 or big-endian writer), which the
         binding decodes. Raises on undecodable data, like ``DataReader.take``."""
         if self.codec is None:
