@@ -252,18 +252,12 @@ class Codec:
             elif kind == "str":
                 text, pos = self._string(data, pos)
                 values.append(text)
-            elif kind == "strs":
-                count, pos = self._count(data, pos, 5)
-                texts = []
-                for _ in range(count):
-                    text, pos = self._string(data, pos)
-                    texts.append(text)
-                values.append(texts)
-            elif kind == "structs":
-                count, pos = self._count(data, pos, 1)
+            elif kind in ("strs", "structs"):
+                read = self._string if kind == "strs" else payload._decode_from
+                count, pos = self._count(data, pos, 5 if kind == "strs" else 1)
                 items = []
                 for _ in range(count):
-                    item, pos = payload._decode_from(data, pos)
+                    item, pos = read(data, pos)
                     items.append(item)
                 values.append(items)
             else:

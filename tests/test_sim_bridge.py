@@ -17,14 +17,20 @@ from ros_nodes.transport import QosKind
 REPO = Path(__file__).resolve().parents[1]
 
 
+def start_bridge(dom: int, report_dir: Path, *params: str) -> subprocess.Popen:
+    """A sim_bridge process (hover scenario, 50 Hz) on DDS domain ``dom``; ``params``:
+    more ``name:=value`` parameters."""
+    env = {**os.environ, "ROS_DOMAIN_ID": str(dom), "SWARM_RL_TRANSPORT": "dds"}
+    args = ["scenario:=hover", "control_rate_hz:=50", f"report_dir:={report_dir}", *params]
+    return subprocess.Popen(
+        [sys.executable, "-m", "ros_nodes.sim_bridge", "--ros-args",
+         *(x for arg in args for x in ("-p", arg))], env=env, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def test_watchdog_emergency_and_bad_commands(tmp_path):
     dom = 100 + (os.getpid() * 7 + 11) % 120
-    env = {**os.environ, "ROS_DOMAIN_ID": str(dom), "SWARM_RL_TRANSPORT": "dds"}
-    bridge = subprocess.Popen(
-        [sys.executable, "-m", "ros_nodes.sim_bridge", "--ros-args", "-p", "drones:=3",
-         "-p", "scenario:=hover", "-p", "control_rate_hz:=50", "-p", "duration_s:=6.0",
-         "-p", f"report_dir:={tmp_path}"], env=env, cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    bridge = start_bridge(dom, tmp_path, "drones:=3", "duration_s:=6.0")
     t = DdsTransport("operator", domain_id=dom)
     cmd = [t.create_publisher(m.TwistStamped, f"/cf{i}/cmd_velocity_world", QosKind.COMMAND)
            for i in (1, 2, 3)]
@@ -68,12 +74,7 @@ def test_lockstep_waits_at_t0_for_robots_that_start_late(tmp_path):
     """Robot processes may start seconds after the bridge (imports on a loaded machine): a
     lockstep bridge holds t = 0 until each has answered, instead of flying without them."""
     dom = 100 + (os.getpid() * 7 + 12) % 120
-    env = {**os.environ, "ROS_DOMAIN_ID": str(dom), "SWARM_RL_TRANSPORT": "dds"}
-    bridge = subprocess.Popen(
-        [sys.executable, "-m", "ros_nodes.sim_bridge", "--ros-args", "-p", "drones:=2",
-         "-p", "scenario:=hover", "-p", "control_rate_hz:=50", "-p", "duration_s:=1.0",
-         "-p", "real_time_factor:=0.0", "-p", f"report_dir:={tmp_path}"], env=env, cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    bridge = start_bridge(dom, tmp_path, "drones:=2", "duration_s:=1.0", "real_time_factor:=0.0")
     t = DdsTransport("late_robots", domain_id=dom)
     clock: list[float] = []
     t.create_subscription(m.Clock, "/clock", lambda c: clock.append(m.from_time(c.clock)),
