@@ -285,9 +285,17 @@ class RobotHost:
                    stamp_s)
 
     def _tick_all(self, robots: list[HostedRobot], now_s: float, stamp_s: float) -> None:
-        """Several hosted robots' ticks at once (one policy call, one stacked shield pass)."""
-        cmds = step_robots([r.controller for r in robots], now_s, [r.own for r in robots],
-                           [self._goal(r) for r in robots])
+        """Several hosted robots' ticks at once (one policy call, one stacked shield pass);
+        should the batched step itself fail, each robot steps on its own instead."""
+        try:
+            cmds = step_robots([r.controller for r in robots], now_s, [r.own for r in robots],
+                               [self._goal(r) for r in robots])
+        except Exception:
+            log.exception("batched step of %d robots failed; stepping them one by one",
+                          len(robots))
+            for robot in robots:
+                self._tick(robot, now_s, stamp_s)
+            return
         for robot, cmd in zip(robots, cmds):
             self._send(robot, cmd, now_s, stamp_s)
 
