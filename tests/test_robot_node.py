@@ -181,3 +181,31 @@ def test_launch_config_errors_name_the_file_and_field(tmp_path):
     with pytest.raises(ConfigError, match="robots.policy: no such file: nowhere.onnx"):
         load_launch_config(bad)
     assert load_launch_config(REPO / "config" / "sim_swarm.yaml").sim.drones == 8
+
+
+def test_a_failing_batched_step_falls_back_to_one_step_per_robot(monkeypatch):
+    """In-process host (real DDS transport, nothing published to it): the batched step raising
+    must still leave every hosted robot with a policy command."""
+    import ros_nodes.robot_node as robot_node
+
+    dom = 100 + (os.getpid() * 7 + 17) % 120
+    t = DdsTransport("host_under_test", domain_id=dom)
+    params = build_params(RobotParams, {"robots": ["cf1", "cf2"], "swarm": ["cf1", "cf2"],
+                                        "policy": POLICY, "neighbour_source": "swarm_state"},
+                          "robots_cf1_cf2")
+    host = robot_node.RobotHost(t, params)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("batched step bug")
+
+    monkeypatch.setattr(robot_node, "step_robots", broken)
+    now = time.time()
+    pos = np.array([[0.0, 0.0, 1.0], [2.0, 0.0, 1.0]])
+    try:
+        host.on_swarm_state(m.swarm_state(now, ["cf1", "cf2"], pos, np.zeros((2, 3)),
+                                          np.tile([0.0, 0.0, 0.0, 1.0], (2, 1)),
+                                          np.zeros((2, 3))))
+    finally:
+        t.close()
+    for robot in host.robots.values():
+        assert robot.ticks == 1 and robot.last_command.mode.value == "policy"
