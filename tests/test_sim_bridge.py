@@ -28,6 +28,13 @@ def start_bridge(dom: int, report_dir: Path, *params: str) -> subprocess.Popen:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def bridge_outputs(report_dir: Path) -> tuple[dict, np.ndarray]:
+    """The bridge's report and its recorded positions (T, N, 3)."""
+    report = json.loads((report_dir / REPORT_FILE).read_text())
+    with np.load(report_dir / TRAJECTORY_FILE) as traj:
+        return report, traj["positions_m"]
+
+
 def test_watchdog_emergency_and_bad_commands(tmp_path):
     dom = 100 + (os.getpid() * 7 + 11) % 120
     bridge = start_bridge(dom, tmp_path, "drones:=3", "duration_s:=6.0")
@@ -58,9 +65,8 @@ def test_watchdog_emergency_and_bad_commands(tmp_path):
         t.close()
         if bridge.poll() is None:
             bridge.kill()
-    report = json.loads((tmp_path / REPORT_FILE).read_text())
-    with np.load(tmp_path / TRAJECTORY_FILE) as traj:
-        z = traj["positions_m"][:, :, 2]
+    report, positions = bridge_outputs(tmp_path)
+    z = positions[:, :, 2]
     assert report["emergency"] == [True, False, False]
     assert z[-1, 0] < 0.1, "cf1's motors were cut: it fell"
     assert report["bad_commands"][1] > 50 and report["commands"][1] == 0
@@ -99,9 +105,8 @@ def test_lockstep_waits_at_t0_for_robots_that_start_late(tmp_path):
         t.close()
         if bridge.poll() is None:
             bridge.kill()
-    report = json.loads((tmp_path / REPORT_FILE).read_text())
-    with np.load(tmp_path / TRAJECTORY_FILE) as traj:
-        assert len(traj["positions_m"]) == 50, "one recorded state per tick, none while waiting"
+    report, positions = bridge_outputs(tmp_path)
+    assert len(positions) == 50, "one recorded state per tick, none while waiting"
     assert report["sim_seconds"] == 1.0
     assert min(report["commands"]) >= 50
     assert report["watchdog_hover"] == [0, 0], "every tick was answered: no watchdog hover"
