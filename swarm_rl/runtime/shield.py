@@ -521,7 +521,12 @@ class CBFShield:
             return self._brake(inp, ShieldStatus.NONFINITE_INPUT, math.nan, math.nan, 0, 0.0,
                                start, "non-finite value in the input")
         gamma = self.gamma_for(inp)
-        qp = self.build_qp(inp, gamma)
+        return self._filter_qp(inp, self.build_qp(inp, gamma), gamma, start)
+
+    def _filter_qp(self, inp: ShieldInput, qp: ShieldQP, gamma: float,
+                   start: float) -> ShieldOutput:
+        """:meth:`filter` from the built QP on (finite input); ``start``: when the filter
+        call began (perf_counter s), for ``filter_time_us``."""
         min_h = float(qp.barrier.min()) if qp.barrier.size else math.inf
         ok = ShieldStatus.VIOLATED if min_h < 0 else ShieldStatus.OK
         if not _well_formed(qp):  # finite but absurd input (e.g. 1e200 m/s) overflowed
@@ -585,11 +590,12 @@ class CBFShield:
 def filter_many(shields: Sequence[CBFShield], inputs: Sequence[ShieldInput]
                 ) -> list[ShieldOutput]:
     """``[s.filter(inp) for s, inp in zip(shields, inputs)]``, the same outputs, for the robots
-    one process hosts: the fast-path test (the nominal command already satisfies every row and
-    bound, most ticks) runs once over all robots' stacked rows instead of once per robot, and
-    only the robots that fail it run :meth:`CBFShield.filter`. Robots whose shield has another
-    config than the first one's, a column map, or non-finite input also run ``filter``.
-    ``filter_time_us`` of a screened robot is its share of the stacked pass."""
+    one process hosts: every robot's QP is built in one pass over all robots' stacked rows,
+    the fast-path test (the nominal command already satisfies every row and bound) runs on
+    them at once, and only the robots that fail it go on to the solver, with their slice of
+    the stacked rows. Robots whose shield has another config than the first one's, a column
+    map, or non-finite input run ``filter`` instead. ``filter_time_us`` of a robot counts its
+    share of the stacked pass."""
     start = time.perf_counter()
     if len(shields) != len(inputs):
         raise ValueError(f"filter_many: {len(shields)} shields but {len(inputs)} inputs")
@@ -606,9 +612,10 @@ def filter_many(shields: Sequence[CBFShield], inputs: Sequence[ShieldInput]
 
 def _screen(c: ShieldConfig, shields: list[CBFShield], inputs: list[ShieldInput],
             idx: list[int], outs: list[ShieldOutput | None], start: float) -> None:
-    """:func:`filter_many`'s stacked fast-path test: the rows and bounds of
-    :meth:`CBFShield.build_qp` for every robot at once; fills ``outs[idx[k]]`` for robot k
-    when its nominal acceleration already satisfies them (as ``filter``'s fast path)."""
+    """:func:`filter_many`'s stacked pass: the rows and bounds of :meth:`CBFShield.build_qp`
+    for every robot at once (the same bits as one robot's); fills ``outs[idx[k]]`` for robot
+    k, by the fast path when its nominal acceleration already satisfies them, else by
+    solving its slice of the rows (as ``filter``)."""
     ref = shields[0]
     n = len(inputs)
     pos = np.stack([inp.position_m for inp in inputs])
@@ -652,12 +659,19 @@ def _screen(c: ShieldConfig, shields: list[CBFShield], inputs: list[ShieldInput]
     min_h = np.minimum(min_rows, np.min(np.concatenate((h_lo, h_hi), axis=1), axis=1,
                                         initial=math.inf))
     share_us = _us_since(start) / n
+    ends = np.cumsum(counts)
     for j, b in enumerate(idx):
         if fast[j]:
             h = float(min_h[j])
             outs[b] = ShieldOutput(_clip_v(inputs[j].nominal_velocity_mps, c), u_nom[j].copy(),
                                    ShieldStatus.VIOLATED if h < 0 else ShieldStatus.OK, False,
                                    int(active[j]), h, float(gamma[j]), 0, 0.0, share_us)
+        else:  # this robot's rows of the stacked pass are its build_qp: solve them
+            rows = slice(ends[j] - counts[j], ends[j])
+            qp = ShieldQP(u_nom[j], g[rows], rhs[rows], lb[j], ub[j],
+                          np.concatenate((h_rows[rows], h_lo[j], h_hi[j])))
+            outs[b] = shields[j]._filter_qp(inputs[j], qp, float(gamma[j]),
+                                            time.perf_counter() - share_us * 1e-6)
 
 
 def _finite_input(inp: ShieldInput) -> bool:
