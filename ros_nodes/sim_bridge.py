@@ -184,7 +184,7 @@ class SimBridge:
             stamp = m.from_time(msg.header.stamp)
             if abs(stamp - self.stamp_s()) < 1e-6:
                 self.answered[i] = True
-            for published, wall in self._published_wall:
+            for published, wall in reversed(self._published_wall):  # newest first
                 if abs(published - stamp) < 1e-6:
                     self.latencies_ms.append((_sent_wall_s(msg) - wall) * 1e3)
                     break
@@ -259,7 +259,7 @@ class SimBridge:
         return np.clip(out, -1.0, 1.0)
 
     def step(self) -> None:
-        self.env.step(self.actions(), motors_off=self.motors_off[None])
+        self.env.step(self.actions(), motors_off=self.motors_off[None], observe=False)
         self.steps += 1
         self.t_s = self.steps * self.dt_s
 

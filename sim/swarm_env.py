@@ -64,8 +64,8 @@ def concat_envs(items: Sequence[Any]) -> Any:
 
 @dataclass
 class StepResult:
-    obs: np.ndarray
-    """(E, N, obs_dim) float32."""
+    obs: np.ndarray | None
+    """(E, N, obs_dim) float32; None from ``step(observe=False)``."""
     reward: np.ndarray
     """(E, N) per-agent reward."""
     terminated: np.ndarray
@@ -228,9 +228,14 @@ class SwarmVecEnv:
             thrust = np.where(motors_off[..., None], 0.0, thrust)
         return thrust
 
-    def step(self, actions: np.ndarray, motors_off: np.ndarray | None = None) -> StepResult:
+    def step(self, actions: np.ndarray, motors_off: np.ndarray | None = None,
+             observe: bool = True) -> StepResult:
         """Apply normalised actions (E, N, 4) for one control period. ``motors_off`` (E, N)
-        bool: drones whose motors are cut (an emergency stop), whatever their action."""
+        bool: drones whose motors are cut (an emergency stop), whatever their action.
+        ``observe=False``: skip the policies' observations (``obs`` and ``final_obs`` None),
+        for callers whose drones are flown by something else (the sim bridge's robot nodes,
+        scripted flights). States, rewards and metrics are unchanged; no observation noise
+        is drawn, so the random stream (and later episodes' spawns) differ."""
         if self.scenario is None:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions, dtype=float)
@@ -257,7 +262,7 @@ class SwarmVecEnv:
         info = {"reward_terms": rewards, "collisions": collisions}
         done = self.step_count >= self.cfg.episode_steps
         truncated = np.full((self.num_envs, self.num_drones), done)
-        obs = self._observe()
+        obs = self._observe() if observe else None
         if done:
             info["final_obs"] = obs
             info["final_critic_state"] = self.critic_state()

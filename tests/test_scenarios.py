@@ -154,3 +154,27 @@ def test_env_reset_reports_the_small_room():
                                   room_size_m=(3.0, 3.0, 2.5)))
     with pytest.raises(ConfigError, match="room_size_m"):
         env.reset()
+
+
+def test_step_without_observations_flies_the_same_episode():
+    """``step(observe=False)`` (the sim bridge's) changes nothing within the episode but the
+    missing observations: same states, rewards and metrics; the episode still ends and resets
+    (its spawns differ: no observation noise was drawn from the random stream)."""
+    cfg = make_config(scenario="static_formation", num_drones=4, action_mode="velocity",
+                      episode_s=0.5)
+    envs = [SwarmVecEnv(cfg, num_envs=2, seed=3) for _ in range(2)]
+    for env in envs:
+        env.reset(seed=3)
+    actions = np.random.default_rng(0).uniform(-0.5, 0.5, (cfg.episode_steps, 2, 4, 4))
+    for a in actions:
+        full, bare = envs[0].step(a), envs[1].step(a, observe=False)
+        np.testing.assert_array_equal(full.reward, bare.reward)
+        if not full.truncated.all():
+            assert full.obs is not None and bare.obs is None
+            np.testing.assert_array_equal(envs[0].physics.state().pos,
+                                          envs[1].physics.state().pos)
+    assert full.truncated.all() and bare.truncated.all()
+    assert bare.info["final_obs"] is None and bare.obs is not None  # reset observes
+    assert full.info["episode"].keys() == bare.info["episode"].keys()
+    for key, value in full.info["episode"].items():
+        np.testing.assert_array_equal(value, bare.info["episode"][key])

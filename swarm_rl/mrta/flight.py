@@ -88,7 +88,7 @@ class DroneFlight:
                 actions, hit, fell = shield_actions(env, actions, self.shield)
                 self.interventions += int(hit.sum())
                 self.fallbacks += int(fell.sum())
-            env.step(actions)
+            env.step(actions, observe=False)
             new = env.physics.state().pos
             travel += np.linalg.norm(new[..., :2] - pos[..., :2], axis=-1)
         return env.physics.state().pos[..., :2].copy(), travel
