@@ -493,6 +493,47 @@ def test_step_robots_gives_each_robot_what_step_gives_it(seed):
     assert any(acted) and not all(acted), "both the stacked fast path and QP solves ran"
 
 
+_LIMITS = {"pos": 1e3, "vel": 50.0, "omega": 100.0}  # runtime.neighbours / runtime.robot
+
+
+def _near(limit: float) -> st.SearchStrategy:
+    """Vector magnitudes around ``limit`` (both sides, down to the last few ulps)."""
+    return st.floats(limit * (1 - 1e-8), limit * (1 + 1e-8)) | st.floats(0.0, 2 * limit)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_stacked_own_state_screen_never_passes_what_the_exact_check_rejects(goal_policy, data):
+    """step_robots screens every robot's own state at once; a state it passes must be one
+    RobotController._check_own passes too, at the limits of every check (sizes, rotation,
+    age), and states well inside them must pass (or the screen would do nothing)."""
+    from swarm_rl.runtime.robot import _owns_acceptable
+
+    owns = []
+    for _ in range(4):
+        vecs = {}
+        for key, limit in _LIMITS.items():
+            direction = np.array(data.draw(st.lists(st.floats(-1, 1), min_size=3, max_size=3)))
+            norm = np.linalg.norm(direction)
+            unit = direction / norm if norm > 1e-3 else np.array([1.0, 0.0, 0.0])
+            vecs[key] = unit * data.draw(_near(limit))
+        angle = data.draw(st.floats(-np.pi, np.pi))
+        rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
+                        [0, 0, 1.0]])
+        rot = rot * data.draw(st.floats(1 - 2e-3, 1 + 2e-3) | st.just(1.0))
+        edge = [0.0, 0.1, -0.1, np.nextafter(0.1, 1.0), np.nextafter(-0.1, -1.0)]
+        stamp = data.draw(st.floats(-0.10001, 0.10001) | st.sampled_from(edge))
+        owns.append(OwnState(vecs["pos"], vecs["vel"], rot, vecs["omega"], stamp))
+    robots = [RobotController(goal_policy, _table(), f"cf{i + 1}", own_stale_s=0.1)
+              for i in range(len(owns))]
+    passed = _owns_acceptable(robots, owns, 0.0)
+    for robot, own, ok in zip(robots, owns, passed):
+        if ok:
+            assert robot._check_own(own, 0.0) is None, own
+    calm = [_own(pos=(1.0, -2.0, 1.5), vel=(0.3, 0.1, 0.0), stamp_s=-0.05)] * 3
+    assert _owns_acceptable(robots[:3], calm, 0.0).all()
+
+
 def test_motors_or_mismatched_policies_are_refused(policy_dir, goal_policy):
     motors = OnnxPolicy(_policy_file(policy_dir / "motors.onnx", action_mode="motors"))
     with pytest.raises(PolicyMismatchError, match="action_mode=motors, the robot runtime uses "

@@ -210,10 +210,11 @@ class RobotController:
         return step_robots([self], now_s, [own], [goal_m], [obstacle_patch_m])[0]
 
     def _prepare(self, now_s: float, own: OwnState | None, goal_m: np.ndarray,
-                 obstacle_patch_m: np.ndarray | None) -> Command | _Tick:
+                 obstacle_patch_m: np.ndarray | None, own_ok: bool = False) -> Command | _Tick:
         """The input checks: the blind command when the own state cannot be acted on, else
-        the tick (with a reason when the goal or the patch was rejected: hover, shielded)."""
-        reason = self._check_own(own, now_s)
+        the tick (with a reason when the goal or the patch was rejected: hover, shielded).
+        ``own_ok``: :func:`_owns_acceptable` already passed ``own`` at ``now_s``."""
+        reason = None if own_ok else self._check_own(own, now_s)
         if reason is not None:
             self.rejected[reason] += 1
             return self._blind_command(now_s, reason)
@@ -385,8 +386,9 @@ def step_robots(controllers: Sequence[RobotController], now_s: float,
     share of the batched call. The batched network may differ from single calls in float32
     rounding (~1e-7)."""
     patches = obstacle_patches if obstacle_patches is not None else [None] * len(controllers)
-    ticks = [c._prepare(now_s, own, goal, patch)
-             for c, own, goal, patch in zip(controllers, owns, goals, patches)]
+    own_ok = _owns_acceptable(controllers, owns, now_s)
+    ticks = [c._prepare(now_s, own, goal, patch, ok)
+             for c, own, goal, patch, ok in zip(controllers, owns, goals, patches, own_ok)]
     live = [k for k, t in enumerate(ticks) if isinstance(t, _Tick)]
     by_table: dict[int, list[int]] = {}
     for k in live:
@@ -414,6 +416,46 @@ def step_robots(controllers: Sequence[RobotController], now_s: float,
     results = _shield_results(controllers, ticks)
     return [t if isinstance(t, Command) else c._shielded(t, results.get(k))
             for k, (c, t) in enumerate(zip(controllers, ticks))]
+
+
+_MARGIN = 1e-9
+"""Relative margin by which :func:`_owns_acceptable` stays inside every limit, so that its
+stacked arithmetic (rounded differently from :meth:`RobotController._check_own`'s) can only
+send a borderline state to the exact check, never pass one that the check would reject."""
+
+
+def _owns_acceptable(controllers: Sequence[RobotController],
+                     owns: Sequence[OwnState | None], now_s: float) -> np.ndarray:
+    """(B,) True where ``RobotController._check_own`` would certainly pass ``owns[b]``,
+    decided for all robots at once; False means "check it alone" (the exact check, with its
+    reason). Only well-typed states (float64 arrays of the right shapes) are screened."""
+    ok = np.zeros(len(owns), bool)
+    if not (owns and _finite(now_s)) or not all(
+            isinstance(o, OwnState) and all(isinstance(a, np.ndarray) and a.dtype == np.float64
+                                            for a in (o.pos_m, o.vel_mps, o.rot, o.omega_rad_s))
+            and o.pos_m.shape == o.vel_mps.shape == o.omega_rad_s.shape == (3,)
+            and o.rot.shape == (3, 3) and isinstance(o.stamp_s, float | int)
+            for o in owns):
+        return ok
+    pos = np.stack([o.pos_m for o in owns])
+    vel = np.stack([o.vel_mps for o in owns])
+    omega = np.stack([o.omega_rad_s for o in owns])
+    rot = np.stack([o.rot for o in owns])
+    age = float(now_s) - np.array([float(o.stamp_s) for o in owns])
+    stale = np.array([c.own_stale_s for c in controllers])
+    with np.errstate(all="ignore"):  # non-finite rows fail the tests below
+        gram = np.einsum("bki,bkj->bij", rot, rot) - np.eye(3)
+        keep = 1.0 - _MARGIN
+        ok = (np.isfinite(pos).all(1) & np.isfinite(vel).all(1) & np.isfinite(omega).all(1)
+              & np.isfinite(rot).all((1, 2)) & np.isfinite(age)
+              & (np.einsum("bi,bi->b", pos, pos) < (keep * MAX_POSITION_M) ** 2)
+              & (np.einsum("bi,bi->b", vel, vel) < (keep * MAX_SPEED_MPS) ** 2)
+              & (np.einsum("bi,bi->b", omega, omega) < (keep * MAX_BODY_RATE_RAD_S) ** 2)
+              & (np.abs(rot).max((1, 2)) <= 1.0 + keep * ROTATION_TOL)
+              & (np.abs(gram).max((1, 2)) <= keep * ROTATION_TOL)
+              & (np.abs(np.linalg.det(rot) - 1.0) <= keep * ROTATION_TOL)
+              & (age <= stale) & (age >= -stale))
+    return ok
 
 
 def _observe(controllers: Sequence[RobotController], ticks: Sequence[_Tick],
