@@ -199,12 +199,16 @@ def bench_graph(
                                            "split over.")] = 2,
     rate: Annotated[int, typer.Option(min=1, help="Control rate (Hz).")] = 50,
     seconds: Annotated[float, typer.Option(min=1.0, help="Simulated seconds per size.")] = 10.0,
+    backend: Annotated[Backend, typer.Option(help="The sim bridge's physics engine (PyBullet, "
+                                             "the reference, or the batched engine).")
+                       ] = "pybullet",
     as_json: JsonFlag = False,
 ) -> None:
     """The node graph over DDS in real time: state-to-command latency, largest real-time swarm."""
     from ros_nodes.bench_graph import format_table, run_bench
 
-    report = run_bench(_counts(robots, "--robots", "8,16,32"), processes, rate, seconds)
+    report = run_bench(_counts(robots, "--robots", "8,16,32"), processes, rate, seconds,
+                       backend=Backend(backend).value)
     typer.echo(format_table(report))
     if as_json:
         emit_json(report)

@@ -136,3 +136,17 @@ def test_launch_cli_stops_cleanly_on_ctrl_c_and_still_reports(tmp_path):
     assert 0 < summary["sim_seconds"] < 600
     assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
     assert (tmp_path / "run" / "trajectories.png").exists()
+
+
+def test_bench_graph_measures_a_small_swarm_on_either_engine():
+    """``swarm-rl bench graph`` end to end on 4 robots for 2 s, with the batched engine behind
+    the bridge: latencies measured, ticks answered, the engine recorded. (Timings are not
+    asserted; they belong in docs/benchmarks.md.)"""
+    from ros_nodes.bench_graph import format_table, run_bench
+
+    report = run_bench((4,), processes=2, seconds=2.0, domain_id=domain(5), backend="batched")
+    row, = report["rows"]
+    assert report["backend"] == "batched" and row["processes"] == 2
+    assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"] < 1e3
+    assert row["ticks_answered"] > 0.5 and row["collisions_per_drone_minute"] == 0.0
+    assert "batched physics" in format_table(report)
