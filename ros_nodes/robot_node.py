@@ -245,13 +245,13 @@ class RobotHost:
             return
         stamp_s = m.from_time(msg.header.stamp)
         now_s = self.transport.now_s()
+        known = [i for i, name in enumerate(names) if name in self.swarm]
+        self.bad_messages["swarm_state_unknown_robot"] += len(names) - len(known)
+        self.table.update_many([names[i] for i in known], stamp_s, pos[known], vel[known],
+                               now_s=now_s)
         due = []
-        for i, name in enumerate(names):
-            if name not in self.swarm:
-                self.bad_messages["swarm_state_unknown_robot"] += 1
-                continue
-            self.table.update(name, stamp_s, pos[i], vel[i], now_s=now_s)
-            robot = self.robots.get(name)
+        for i in known:
+            robot = self.robots.get(names[i])
             if robot is not None:
                 robot.own = OwnState(pos[i], vel[i], m.matrix_from_quat_xyzw(quat[i]), omega[i],
                                      stamp_s)

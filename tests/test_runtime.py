@@ -261,6 +261,40 @@ def test_bad_updates_are_rejected_and_counted():
         NeighbourTable(2, 1.0, stale_after_s=1.0, drop_after_s=0.5, inflate_mps=0.0)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_update_many_keeps_the_table_update_by_update_would(seed):
+    """One aggregated message applied at once: the same entries and the same rejection
+    counts as one update per row, with rows at and beyond every limit, repeated and bad
+    names, older and future stamps and a message of the wrong shape."""
+    rng = np.random.default_rng(seed)
+    names = ["cf1", "cf2", "cf2", "", None, "cf3", "cf4", "cf5", "cf6", "cf7"]
+    n = len(names)
+    one, many = _table(drop_after_s=2.0), _table(drop_after_s=2.0)
+    for table in (one, many):
+        table.update("cf3", 5.0, [0.0, 0.0, 1.0], [0.0, 0.0, 0.0])
+    for stamp in (5.5, 4.0, 2.0, 9.0, np.nan, 6.0):
+        pos = rng.uniform(-3.0, 3.0, (n, 3))
+        vel = rng.uniform(-1.0, 1.0, (n, 3))
+        pos[5] = [1e3 * (1 - 1e-12), 0.0, 0.0] if seed % 2 else [1e3, 0.0, 0.0]
+        vel[6] = [30.0, 40.0 * (1 - 1e-15), 0.0]
+        pos[7, rng.integers(3)] = rng.choice([np.nan, np.inf, 1e300])
+        got = many.update_many(names, stamp, pos, vel, now_s=6.0)
+        want = [one.update(name, stamp, p, v, now_s=6.0) for name, p, v in zip(names, pos, vel)]
+        assert got.tolist() == want
+        pos[:] = 99.0  # the caller's buffer is reused: the table must not follow it
+    assert many.rejected == one.rejected and sum(one.rejected.values()) > 10
+    assert {"out_of_order", "from_future", "bad_name", "nonfinite"} <= set(one.rejected)
+    for name in ("cf1", "cf2", "cf3", "cf4", "cf5", "cf6", "cf7"):
+        a, b = one._states.get(name), many._states.get(name)
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a[0] == b[0]
+            np.testing.assert_array_equal(a[1], b[1])
+            np.testing.assert_array_equal(a[2], b[2])
+    assert not many.update_many(["cf1"], 7.0, [[1.0, 0.0]], [[0.0, 0.0, 0.0]]).any()
+    assert many.rejected["bad_shape"] == one.rejected.get("bad_shape", 0) + 1
+
+
 def test_stamps_ahead_or_far_behind_cannot_lock_a_neighbour_out():
     table = _table(drop_after_s=2.0)
     buffer = np.array([1.0, 0.0, 1.0])

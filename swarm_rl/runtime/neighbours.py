@@ -145,6 +145,40 @@ class NeighbourTable:
         self._states[name] = (float(stamp_s), pos_arr, vel_arr)
         return True
 
+    def update_many(self, names: list[str], stamp_s: float, pos: np.ndarray, vel: np.ndarray,
+                    now_s: float | None = None) -> np.ndarray:
+        """:meth:`update` for every robot of one aggregated message (one stamp; ``pos``,
+        ``vel`` (N, 3)); returns the (N,) accepted flags. The checks run on all rows at once;
+        a row that does not clearly pass them (or a message of another shape) goes through
+        :meth:`update` alone, so every rejection is still counted with its reason."""
+        try:
+            pos_all = np.array(pos, dtype=float)  # copies: rows stay valid after the caller
+            vel_all = np.array(vel, dtype=float)  # reuses its buffers
+        except (TypeError, ValueError):
+            pos_all = vel_all = np.zeros((0, 0))
+        n = len(names)
+        if pos_all.shape != (n, 3) or vel_all.shape != (n, 3):
+            return np.array([self.update(name, stamp_s, p, v, now_s)
+                             for name, p, v in zip(names, pos, vel)], bool)
+        stamp_ok = _finite_scalar(stamp_s) and (
+            now_s is None or float(stamp_s) <= float(now_s) + self.drop_after_s)
+        keep = 1.0 - 1e-9  # stay clear of the limits that too_large decides exactly
+        with np.errstate(all="ignore"):
+            clear = (np.isfinite(pos_all).all(1) & np.isfinite(vel_all).all(1)
+                     & (np.einsum("ij,ij->i", pos_all, pos_all) < (keep * MAX_POSITION_M) ** 2)
+                     & (np.einsum("ij,ij->i", vel_all, vel_all) < (keep * MAX_SPEED_MPS) ** 2))
+        accepted = np.zeros(n, bool)
+        stamp = float(stamp_s) if stamp_ok else math.nan
+        for i, name in enumerate(names):
+            held = self._states.get(name) if isinstance(name, str) else None
+            if (stamp_ok and clear[i] and isinstance(name, str) and name
+                    and not (held is not None and held[0] - self.drop_after_s <= stamp < held[0])):
+                self._states[name] = (stamp, pos_all[i], vel_all[i])
+                accepted[i] = True
+            else:
+                accepted[i] = self.update(name, stamp_s, pos_all[i], vel_all[i], now_s)
+        return accepted
+
     def forget(self, name: str) -> None:
         """Drop ``name``'s entry (e.g. a robot that left the swarm)."""
         self._states.pop(name, None)
