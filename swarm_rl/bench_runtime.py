@@ -5,9 +5,13 @@ RobotController.step`: input checks, neighbour snapshot, observation, ONNX polic
 on the shipped velocity policy, for swarms of R robots all run in ONE process on one thread,
 as a single companion computer stepping every robot would:
 
-- layout (``static_formation``-like): R robots at random positions in a 6 x 6 x 1.5 m box
+- layout ``formation`` (the default): the ``static_formation`` scenario of the simulator and
+  of ``swarm-rl bench graph`` (:mod:`sim.scenarios`, seed 0): R robots from random spawns at
+  rest fly into a formation, so the shield acts in about half the steps and its QP runs, as in
+  the node graph; layout ``spread``: R robots at random positions in a 6 x 6 x 1.5 m box
   (:data:`BOX_LOW_M` .. :data:`BOX_HIGH_M`) at least :data:`MIN_SPACING_M` apart, small random
-  velocities, each with a goal within :data:`GOAL_OFFSET_M` of its start;
+  velocities, each with a goal within :data:`GOAL_OFFSET_M` of its start (the shield hardly
+  ever acts: the policy's own cost);
 - per robot: a :class:`~swarm_rl.runtime.robot.RobotController` with its own
   :class:`~swarm_rl.runtime.neighbours.NeighbourTable` (K and range from the policy's
   metadata) and its own :class:`~swarm_rl.runtime.shield.CBFShield`
@@ -47,7 +51,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from sim.config import resolve_scenario
 from sim.errors import ConfigError
+from sim.scenarios import make_scenario
 from swarm_rl.runtime.neighbours import NeighbourTable
 from swarm_rl.runtime.policy import OnnxPolicy
 from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController, step_robots
@@ -108,8 +114,28 @@ def _pct(values: np.ndarray) -> tuple[float, float, float]:
     return float(p50), float(p99), float(np.max(values))
 
 
+LAYOUTS = ("formation", "spread")
+
+
+def start_and_goals(layout: str, robots: int, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, velocities, goals), each (robots, 3), of a :data:`LAYOUTS` layout."""
+    if layout == "formation":
+        cfg = resolve_scenario("static_formation", num_drones=robots)
+        scenario = make_scenario(cfg, rng, 1)
+        return scenario.spawn[0], np.zeros((robots, 3)), scenario.goals.base[0]
+    if layout != "spread":
+        raise ConfigError(f"--layout: must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    pos = place_robots(robots, rng)
+    vel = rng.uniform(-INITIAL_SPEED_MPS, INITIAL_SPEED_MPS, (robots, 3))
+    goals = pos + rng.uniform(-GOAL_OFFSET_M, GOAL_OFFSET_M, (robots, 3))
+    goals[:, 2] = np.clip(goals[:, 2], BOX_LOW_M[2], BOX_HIGH_M[2])
+    return pos, vel, goals
+
+
 def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
-            warmup_ticks: int = WARMUP_TICKS, shared_table: bool = True) -> dict[str, Any]:
+            warmup_ticks: int = WARMUP_TICKS, shared_table: bool = True,
+            layout: str = "formation") -> dict[str, Any]:
     """Run ``warmup_ticks`` + ``steps`` ticks of an ``robots``-robot swarm; one result row.
 
     ``shared_table``: the robots hosted in this process share one neighbour table, fed once
@@ -118,10 +144,7 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
     process per robot would see)."""
     rng = np.random.default_rng([seed, robots])
     names = [f"cf{i + 1}" for i in range(robots)]
-    pos = place_robots(robots, rng)
-    vel = rng.uniform(-INITIAL_SPEED_MPS, INITIAL_SPEED_MPS, (robots, 3))
-    goals = pos + rng.uniform(-GOAL_OFFSET_M, GOAL_OFFSET_M, (robots, 3))
-    goals[:, 2] = np.clip(goals[:, 2], BOX_LOW_M[2], BOX_HIGH_M[2])
+    pos, vel, goals = start_and_goals(layout, robots, rng)
     cfg = shield_config()
     def table() -> NeighbourTable:
         return NeighbourTable(policy.neighbours_k, policy.neighbour_range_m, **TABLE)
@@ -278,12 +301,14 @@ def machine_info(policy: OnnxPolicy) -> dict[str, Any]:
 
 def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAULT_STEPS,
               policy_path: Path = POLICY, progress: bool | None = None,
-              shared_table: bool = True) -> dict[str, Any]:
+              shared_table: bool = True, layout: str = "formation") -> dict[str, Any]:
     """Measure every robot count; return a JSON-ready report.
 
-    ``progress``: show a tqdm bar on stderr (None: only on a terminal). ``shared_table``: see
-    :func:`measure`.
+    ``progress``: show a tqdm bar on stderr (None: only on a terminal). ``shared_table``,
+    ``layout``: see :func:`measure` and the module docstring.
     """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"--layout: must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if not robot_counts or min(robot_counts) < 1:
         raise ConfigError(f"--robots: robot counts must be >= 1, got {list(robot_counts)}")
     if steps < 1:
@@ -296,7 +321,8 @@ def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAU
         for r in bar:
             bar.set_postfix_str(f"{r} robots")
             gc.collect()  # start each measurement with the same heap; GC stays on (as deployed)
-            rows.append(measure(policy, r, steps, shared_table=shared_table))
+            rows.append(measure(policy, r, steps, shared_table=shared_table,
+                                layout=layout))
     fits = [row["robots"] for row in rows if row["tick_p99_within_50hz"]]
     cfg = shield_config()
     try:
@@ -311,9 +337,11 @@ def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAU
         "policy": shown,
         "policy_neighbours_k": policy.neighbours_k,
         "neighbour_range_m": policy.neighbour_range_m,
-        "layout": {"box_low_m": BOX_LOW_M, "box_high_m": BOX_HIGH_M,
-                   "min_spacing_m": MIN_SPACING_M, "initial_speed_mps": INITIAL_SPEED_MPS,
-                   "goal_offset_m": GOAL_OFFSET_M, "seed": SEED},
+        "layout": ({"name": "formation", "scenario": "static_formation", "seed": SEED}
+                   if layout == "formation" else
+                   {"name": "spread", "box_low_m": BOX_LOW_M, "box_high_m": BOX_HIGH_M,
+                    "min_spacing_m": MIN_SPACING_M, "initial_speed_mps": INITIAL_SPEED_MPS,
+                    "goal_offset_m": GOAL_OFFSET_M, "seed": SEED}),
         "shield": {"v_max_mps": cfg.v_max_mps, "safety_distance_m": cfg.safety_distance_m,
                    "gamma": cfg.gamma, "k_v_per_s": cfg.k_v_per_s},
         "neighbour_table": {**TABLE, "shared": shared_table},
@@ -373,8 +401,9 @@ def format_table(report: dict[str, Any]) -> str:
         f"table upd = one tick's NeighbourTable.update calls, R x (R - 1) ({per_entry}); "
         f"{report['what']}; policy {report['policy']} (K = {report['policy_neighbours_k']}, "
         f"range {report['neighbour_range_m']:g} m); {report['warmup_ticks']} warm-up + "
-        f"{report['ticks_timed']} timed ticks per swarm; QP solve over the steps that needed "
-        "the solver (share in brackets); intervened = share of steps the shield changed",
+        f"{report['ticks_timed']} timed ticks per swarm; layout {report['layout']['name']}; "
+        "QP solve over the steps that needed the solver (share in brackets); intervened = "
+        "share of steps the shield changed",
         f"machine: {m['processor']}, {m['cpu_count']} CPUs, {m['system']}, load average "
         f"{m['load_average_1_5_15_min']}, numpy {m['numpy']}, onnxruntime {m['onnxruntime']}, "
         f"daqp {m['daqp']}",

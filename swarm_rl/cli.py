@@ -33,6 +33,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 Formation = enum.Enum("Formation", {name: name for name in FORMATIONS}, type=str)
 Backend = enum.Enum("Backend", {name: name for name in BACKENDS}, type=str)
+RuntimeLayout = enum.Enum("RuntimeLayout", {name: name for name in ("formation", "spread")},
+                          type=str)
 Shield = enum.Enum("Shield", {"none": "none", "cbf": "cbf"}, type=str)
 
 
@@ -179,6 +181,10 @@ def bench_runtime(
         "--per-robot-tables", help="Give every robot its own neighbour table fed with all "
         "others (one process per robot) instead of one shared table (co-hosted robots).")
     ] = False,
+    layout: Annotated[RuntimeLayout, typer.Option(
+        help="formation: the static_formation scenario's spawns fly into a formation (the "
+        "shield acts, as in bench graph); spread: robots apart with goals 1 m away (the shield "
+        "hardly acts).")] = "formation",
     as_json: JsonFlag = False,
 ) -> None:
     """Latency of the deploy runtime's per-robot step (observation, ONNX policy, CBF shield) on
@@ -186,7 +192,7 @@ def bench_runtime(
     from swarm_rl.bench_runtime import format_table, run_bench
 
     report = run_bench(_counts(robots, "--robots", "1,8,16,32"), steps,
-                       shared_table=not per_robot_tables)
+                       shared_table=not per_robot_tables, layout=RuntimeLayout(layout).value)
     typer.echo(format_table(report))
     if as_json:
         emit_json(report)

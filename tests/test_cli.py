@@ -163,6 +163,7 @@ def test_bench_runtime_reports_latency_per_swarm_size():
     fits = [r["robots"] for r in report["results"] if r["tick_p99_ms"] <= 20.0]
     assert report["max_robots_realtime_50hz"] == (max(fits) if fits else None)
     assert report["machine"]["cpu_count"] >= 1
+    assert report["layout"] == {"name": "formation", "scenario": "static_formation", "seed": 0}
 
     proc = run_cli("bench", "runtime", "--robots", "0")
     assert proc.returncode == 2
