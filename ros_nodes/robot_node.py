@@ -17,7 +17,9 @@ host one robot (one process per robot) or the whole swarm. With ``neighbour_sour
 ``swarm_state`` a process receives one message per tick whatever the swarm size, and nobody
 outside the bridge reads ``/cfN/odom`` (a DDS write without remote readers costs ~2 us). The
 command's ``header.stamp`` is the stamp of the own state it was computed from, so the bridge can
-measure state-to-command latency.
+measure state-to-command latency. The low-rate outputs (status, intentions) are published
+right after a tick, in the slack before the next state, never on timers of their own that
+could fire just as a state arrives and hold up its tick.
 
 Safety (DESIGN.md "Safety, faults and bad input"): every odometry message is validated (the
 neighbour table and the controller reject and count NaN, implausible or out-of-order states);
@@ -31,6 +33,7 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,6 +99,21 @@ class RobotParams:
     task_preset: str = spec("mrta_room_8", "Tasks mission: the MRTA preset (config/mrta/).")
     task_policy: str = spec("greedy", "Tasks mission: greedy, or an exported task policy "
                             "(.onnx).")
+
+
+@dataclass
+class LowRateOutput:
+    """A periodic output of the host (status, intentions) with its period (s, monotonic)."""
+
+    period_s: float
+    publish: Callable[[], None]
+    due_s: float = -INF
+
+    def run_if_due(self, wall_s: float) -> None:
+        if wall_s >= self.due_s:
+            following = self.due_s + self.period_s  # keeps the rate over jittery ticks
+            self.due_s = following if following > wall_s else wall_s + self.period_s
+            self.publish()
 
 
 @dataclass
@@ -188,7 +206,7 @@ class RobotHost:
         self.bad_messages: Counter[str] = Counter()
         """Messages dropped before reaching the runtime, by reason."""
         transport.create_timer(1.0 / self.rate_hz, self._watchdog)
-        transport.create_timer(1.0 / params.status_rate_hz, self._publish_status)
+        self._outputs = [LowRateOutput(1.0 / params.status_rate_hz, self._publish_status)]
         self.task_layer = None
         if params.mission == "tasks":
             from ros_nodes.task_layer import TaskLayer
@@ -197,7 +215,8 @@ class RobotHost:
             self.task_layer = TaskLayer(transport, self, swarm,
                                         load_mrta_env(params.task_preset), params.task_policy)
         else:
-            transport.create_timer(1.0 / params.intention_rate_hz, self._publish_intentions)
+            self._outputs.append(LowRateOutput(1.0 / params.intention_rate_hz,
+                                               self._publish_intentions))
 
     def _shield_config(self) -> ShieldConfig:
         p = self.params
@@ -234,6 +253,7 @@ class RobotHost:
         robot.own = OwnState(pos, vel, m.matrix_from_quat_xyzw(m.quat(msg.pose.pose.orientation)),
                              m.vec(msg.twist.twist.angular), stamp_s)
         self._tick(robot, now_s, stamp_s)
+        self._low_rate_outputs()
 
     def on_swarm_state(self, msg: m.MultiDOFJointState) -> None:
         """Every robot's state from one swarm-state message: into the neighbour table, and a
@@ -258,6 +278,7 @@ class RobotHost:
                 due.append(robot)
         if due:  # after the table has every robot of this message
             self._tick_all(due, now_s, stamp_s)
+            self._low_rate_outputs()
 
     def _goal_callback(self, name: str):
         def on_goal(msg: m.PoseStamped) -> None:
@@ -328,9 +349,19 @@ class RobotHost:
         loaded with extra policy ticks on top."""
         late_s = self.params.own_stale_s
         wall = time.monotonic()
-        for robot in self.robots.values():
-            if wall - robot.last_tick_wall_s > late_s:
-                self._tick(robot, self.transport.now_s(), self.transport.now_s())
+        late = [r for r in self.robots.values() if wall - r.last_tick_wall_s > late_s]
+        for robot in late:
+            self._tick(robot, self.transport.now_s(), self.transport.now_s())
+        if late:
+            self._low_rate_outputs()
+
+    def _low_rate_outputs(self) -> None:
+        """Status and intentions, when due: run right after a tick, in the slack before the
+        next state, so that they never hold up a tick (as independent timers would, firing
+        just before a state arrives)."""
+        wall = time.monotonic()
+        for output in self._outputs:
+            output.run_if_due(wall)
 
     # --- outputs at low rate -----------------------------------------------------------------
 

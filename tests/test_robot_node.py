@@ -212,3 +212,53 @@ def test_a_failing_batched_step_falls_back_to_one_step_per_robot(monkeypatch):
         t.close()
     for robot in host.robots.values():
         assert robot.ticks == 1 and robot.last_command.mode.value == "policy"
+
+
+def test_status_and_intentions_go_out_after_ticks_at_their_rates():
+    """In-process host fed swarm states at 50 Hz: status (10 Hz) and intentions (5 Hz) are
+    published at their rates, each right after a tick (never while a state waits), and keep
+    going from the watchdog's hover ticks once the states stop."""
+    import ros_nodes.robot_node as robot_node
+
+    dom = 100 + (os.getpid() * 7 + 19) % 120
+    t = DdsTransport("host_under_test", domain_id=dom)
+    params = build_params(RobotParams, {"robots": ["cf1", "cf2"], "swarm": ["cf1", "cf2"],
+                                        "policy": POLICY, "neighbour_source": "swarm_state",
+                                        "status_rate_hz": 10.0, "intention_rate_hz": 5.0},
+                          "robots_cf1_cf2")
+    host = robot_node.RobotHost(t, params)
+    events: list[tuple[str, float]] = []
+    for robot in host.robots.values():
+        for kind in ("cmd", "status", "intention"):
+            pub = getattr(robot, f"{kind}_pub")
+            original = pub.publish
+            pub.publish = (lambda msg, kind=kind, original=original:
+                           (events.append((kind, time.monotonic())), original(msg)))
+    pos = np.array([[0.0, 0.0, 1.0], [2.0, 0.0, 1.0]])
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < 2.0:  # 2 s of states at 50 Hz
+            tick_start = time.monotonic()
+            host.on_swarm_state(m.swarm_state(time.time(), ["cf1", "cf2"], pos,
+                                              np.zeros((2, 3)),
+                                              np.tile([0.0, 0.0, 0.0, 1.0], (2, 1)),
+                                              np.zeros((2, 3))))
+            events.append(("state", tick_start))
+            t.spin_until(lambda: False, max(0.0, tick_start + 0.02 - time.monotonic()))
+        flowing = len(events)
+        t.spin_until(lambda: False, 1.0)  # states stop: the watchdog hovers the robots
+    finally:
+        t.close()
+    during = events[:flowing]
+    status = [e for e in during if e[0] == "status"]
+    intentions = [e for e in during if e[0] == "intention"]
+    assert 2 * 18 <= len(status) <= 2 * 21 and 2 * 9 <= len(intentions) <= 2 * 11
+    # everything a tick sends comes before the next state: outputs follow the commands
+    last_kind = None
+    for kind, _ in during:
+        if kind in ("status", "intention"):
+            assert last_kind in ("cmd", "status", "intention"), during
+        last_kind = kind
+    after = [e for e in events[flowing:] if e[0] == "status"]
+    assert len(after) >= 2 * 5, "status goes on from the watchdog's ticks"
+    assert all(r.last_command.mode.value == "hover" for r in host.robots.values())
