@@ -95,6 +95,9 @@ class _Publisher:
     def publish(self, msg: Any) -> None:
         self._pub.publish(to_ros(msg))
 
+    def subscribers(self) -> int:
+        return self._pub.get_subscription_count()
+
 
 class RclpyTransport:
     """One rclpy node; ``argv`` are the node's ROS arguments (``--ros-args ...``)."""

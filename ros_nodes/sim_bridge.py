@@ -229,10 +229,13 @@ class SimBridge:
         quats = [m.quat_xyzw_from_matrix(r) for r in s.rot[0]]
         self._swarm_state.publish(m.swarm_state(stamp, self.names, s.pos[0], s.vel[0],
                                                 np.array(quats), s.omega[0]))
+        # per-robot topics only where someone reads them (hosts on /swarm/state do not)
         for i, (name, q) in enumerate(zip(self.names, quats)):
-            self._odom[i].publish(m.odometry(name, stamp, s.pos[0, i], s.vel[0, i], q,
-                                             s.omega[0, i]))
-            self._pose[i].publish(m.pose_stamped(stamp, s.pos[0, i], q))
+            if self._odom[i].subscribers():
+                self._odom[i].publish(m.odometry(name, stamp, s.pos[0, i], s.vel[0, i], q,
+                                                 s.omega[0, i]))
+            if self._pose[i].subscribers():
+                self._pose[i].publish(m.pose_stamped(stamp, s.pos[0, i], q))
         if not record:
             return
         self.positions.append(s.pos[0].copy())

@@ -37,6 +37,11 @@ class Publisher(Protocol[T]):
     def publish(self, msg: T) -> None:
         ...
 
+    def subscribers(self) -> int:
+        """Subscriptions matched right now (rclpy's ``get_subscription_count``), so that a
+        node can skip building messages nobody reads."""
+        ...
+
 
 class Transport(Protocol):
     """What a node needs from ROS: topics, timers, a clock and an executor."""
