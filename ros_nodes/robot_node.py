@@ -14,8 +14,8 @@ odometry lines: one message per tick updates the table and ticks each hosted rob
 Robots hosted in one process share one subscription per topic and one neighbour table
 (DESIGN.md "Transport": O(N) received messages per tick per process, not O(N^2)); a process can
 host one robot (one process per robot) or the whole swarm. With ``neighbour_source``
-``swarm_state`` a process receives one message per tick whatever the swarm size, and nobody
-outside the bridge reads ``/cfN/odom`` (a DDS write without remote readers costs ~2 us). The
+``swarm_state`` a process receives one message per tick whatever the swarm size, and the sim
+bridge skips ``/cfN/odom`` while nobody reads it. The
 command's ``header.stamp`` is the stamp of the own state it was computed from, so the bridge can
 measure state-to-command latency. The low-rate outputs (status, intentions) are published
 right after a tick, in the slack before the next state, never on timers of their own that
