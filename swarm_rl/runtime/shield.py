@@ -523,19 +523,20 @@ class CBFShield:
         gamma = self.gamma_for(inp)
         return self._filter_qp(inp, self.build_qp(inp, gamma), gamma, start)
 
-    def _filter_qp(self, inp: ShieldInput, qp: ShieldQP, gamma: float,
-                   start: float) -> ShieldOutput:
+    def _filter_qp(self, inp: ShieldInput, qp: ShieldQP, gamma: float, start: float,
+                   screened: bool = False) -> ShieldOutput:
         """:meth:`filter` from the built QP on (finite input); ``start``: when the filter
-        call began (perf_counter s), for ``filter_time_us``."""
+        call began (perf_counter s), for ``filter_time_us``. ``screened``: the stacked pass
+        of :func:`filter_many` found the QP well formed and the nominal command unsafe, so
+        go straight to the solver."""
         min_h = float(qp.barrier.min()) if qp.barrier.size else math.inf
         ok = ShieldStatus.VIOLATED if min_h < 0 else ShieldStatus.OK
-        if not _well_formed(qp):  # finite but absurd input (e.g. 1e200 m/s) overflowed
+        if not (screened or _well_formed(qp)):  # finite but absurd input (1e200 m/s) overflowed
             return self._brake(inp, ShieldStatus.SOLVER_ERROR, min_h, gamma, 0, 0.0, start,
                                "QP data not finite (input out of any plausible range)")
         # Fast path: the nominal acceleration already satisfies every row and bound
         # (filter_many takes the same decision for many robots at once).
-        slack_nom = qp.rhs - _row_dot(qp.g, qp.u_nom)
-        if (slack_nom >= 0).all() and (qp.lb <= qp.u_nom).all() and (qp.u_nom <= qp.ub).all():
+        if not screened and _nominal_is_safe(qp):
             active = _count_active(qp, qp.u_nom)
             return ShieldOutput(_clip_v(inp.nominal_velocity_mps, self.config),
                                 qp.u_nom.copy(), ok, False, active, min_h, gamma, 0, 0.0,
@@ -649,9 +650,9 @@ def _screen(c: ShieldConfig, shields: list[CBFShield], inputs: list[ShieldInput]
     g_u = _row_dot(g, u_nom[owner])
     bad_rows = np.bincount(owner[~(rhs - g_u >= 0)], minlength=n)
     row_nan = np.bincount(owner[~np.isfinite(g).all(axis=1) | np.isnan(rhs)], minlength=n)
-    fast = ((bad_rows == 0) & (row_nan == 0) & np.isfinite(u_nom).all(axis=1)
-            & ~np.isnan(lb).any(axis=1) & ~np.isnan(ub).any(axis=1)
-            & (lb <= u_nom).all(axis=1) & (u_nom <= ub).all(axis=1))
+    well = ((row_nan == 0) & np.isfinite(u_nom).all(axis=1)
+            & ~np.isnan(lb).any(axis=1) & ~np.isnan(ub).any(axis=1))
+    fast = well & (bad_rows == 0) & (lb <= u_nom).all(axis=1) & (u_nom <= ub).all(axis=1)
     active = (np.bincount(owner[g_u >= rhs - ROW_TOL], minlength=n)
               + (u_nom <= lb + ROW_TOL).sum(axis=1) + (u_nom >= ub - ROW_TOL).sum(axis=1))
     min_rows = np.full(n, math.inf)
@@ -671,7 +672,8 @@ def _screen(c: ShieldConfig, shields: list[CBFShield], inputs: list[ShieldInput]
             qp = ShieldQP(u_nom[j], g[rows], rhs[rows], lb[j], ub[j],
                           np.concatenate((h_rows[rows], h_lo[j], h_hi[j])))
             outs[b] = shields[j]._filter_qp(inputs[j], qp, float(gamma[j]),
-                                            time.perf_counter() - share_us * 1e-6)
+                                            time.perf_counter() - share_us * 1e-6,
+                                            screened=bool(well[j]))
 
 
 def _finite_input(inp: ShieldInput) -> bool:
@@ -693,11 +695,17 @@ def _well_formed(qp: ShieldQP) -> bool:
                          or np.isnan(qp.ub).any()))
 
 
+def _nominal_is_safe(qp: ShieldQP) -> bool:
+    """The nominal acceleration satisfies every row and bound (NaN compares as unsafe)."""
+    return bool((qp.rhs - _row_dot(qp.g, qp.u_nom) >= 0).all() and (qp.lb <= qp.u_nom).all()
+                and (qp.u_nom <= qp.ub).all())
+
+
 def _violation(qp: ShieldQP, u: np.ndarray) -> float:
     """Largest violation of any row or bound at u (0 when all hold)."""
-    worst = max(0.0, float(np.max(qp.lb - u)), float(np.max(u - qp.ub)))
+    worst = max(0.0, float((qp.lb - u).max()), float((u - qp.ub).max()))
     if qp.g.shape[0]:
-        worst = max(worst, float(np.max(qp.g @ u - qp.rhs)))
+        worst = max(worst, float((qp.g @ u - qp.rhs).max()))
     return worst
 
 
