@@ -3,7 +3,8 @@
 For each swarm size N the graph of ``swarm-rl launch`` runs for ``seconds`` of simulated time
 in real time (``real_time_factor`` 1) at ``rate_hz``: one ``sim_bridge`` process (PyBullet, or
 the batched engine with ``backend="batched"``) and the robots split over ``processes``
-``robot_node`` processes (each host shares one reader per topic and one neighbour table).
+``robot_node`` processes (each host shares one reader per topic and one neighbour table),
+under the default scheduler or, with ``realtime_priority``, SCHED_FIFO (``chrt -f``).
 Figures per size:
 
 - state-to-command latency (ms, p50 / p99): from the bridge publishing a state to the robot
@@ -30,7 +31,8 @@ POLICY = Path(__file__).resolve().parents[1] / "policies" / "formation_velocity_
 
 
 def measure(robots: int, processes: int, rate_hz: int, seconds: float, domain_id: int,
-            policy: Path = POLICY, backend: str = "pybullet") -> dict[str, Any]:
+            policy: Path = POLICY, backend: str = "pybullet", realtime_priority: int = 0
+            ) -> dict[str, Any]:
     per = -(-robots // processes)
     with tempfile.TemporaryDirectory(prefix="bench_graph_") as tmp:
         cfg = LaunchConfig(
@@ -38,7 +40,8 @@ def measure(robots: int, processes: int, rate_hz: int, seconds: float, domain_id
             sim=SimSection(drones=robots, scenario="static_formation", seed=0,
                            control_rate_hz=rate_hz, real_time_factor=1.0, backend=backend),
             robots=RobotsSection(policy=str(policy), shield=True, robots_per_process=per),
-            dds=DdsSection(domain_id=domain_id)).validate("bench graph")
+            dds=DdsSection(domain_id=domain_id),
+            realtime_priority=realtime_priority).validate("bench graph")
         s = run_launch(cfg, progress=False)
     answered = s["ticks"] / (robots * s["sim_seconds"] * rate_hz) if s["sim_seconds"] else 0.0
     period_ms = 1e3 / rate_hz
@@ -54,8 +57,9 @@ def measure(robots: int, processes: int, rate_hz: int, seconds: float, domain_id
 
 def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, processes: int = 2,
               rate_hz: int = 50, seconds: float = 10.0, domain_id: int = 201,
-              backend: str = "pybullet") -> dict[str, Any]:
-    rows = [measure(n, min(processes, n), rate_hz, seconds, domain_id, backend=backend)
+              backend: str = "pybullet", realtime_priority: int = 0) -> dict[str, Any]:
+    rows = [measure(n, min(processes, n), rate_hz, seconds, domain_id, backend=backend,
+                    realtime_priority=realtime_priority)
             for n in robot_counts]
     fits = [r["robots"] for r in rows if r["real_time"]]
     try:
@@ -68,7 +72,7 @@ def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, processes: int = 2
                         "cpu_count": os.cpu_count(), "load_average_after": load,
                         "cyclonedds": package_version("cyclonedds"),
                         "pybullet": package_version("pybullet")},
-            "seconds": seconds, "backend": backend}
+            "seconds": seconds, "backend": backend, "realtime_priority": realtime_priority}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -82,5 +86,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines = aligned_table(head, body)
     lines.append(f"largest swarm in real time: {report['largest_real_time_swarm']} robots "
                  f"(target >= {report['targets']['largest_real_time_swarm']}; sim bridge on "
-                 f"{report.get('backend', 'pybullet')} physics)")
+                 f"{report.get('backend', 'pybullet')} physics; "
+                 + (f"nodes under SCHED_FIFO {report['realtime_priority']})"
+                    if report.get("realtime_priority") else "default scheduler)"))
     return "\n".join(lines)

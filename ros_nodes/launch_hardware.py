@@ -35,7 +35,7 @@ LAND_WAIT_S = 15.0
 
 
 def hardware_commands(cfg, out: Path, names: list[str]) -> list[tuple[str, list[str]]]:
-    from ros_nodes.launcher import _ros_args
+    from ros_nodes.launcher import _ros_args, with_realtime
 
     c = cfg.crazyflies
     bridge = {"config": c.config, "robots": names, "auto_takeoff": True,
@@ -48,7 +48,7 @@ def hardware_commands(cfg, out: Path, names: list[str]) -> list[tuple[str, list[
                  **cfg.robots.params}
         cmds.append((node, [sys.executable, "-m", "ros_nodes.robot_node", *_ros_args(robot),
                             "-r", f"__node:={node}"]))
-    return cmds
+    return with_realtime(cmds, cfg.realtime_priority)
 
 
 def run_hardware_launch(cfg, progress: bool | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -116,6 +117,11 @@ class LaunchConfig:
     mission: MissionSection = field(default_factory=MissionSection)
     crazyflies: CrazyfliesSection = field(default_factory=CrazyfliesSection)
     dds: DdsSection = field(default_factory=DdsSection)
+    realtime_priority: int = 0
+    """1-99: run the sim bridge and the robot nodes under SCHED_FIFO at this priority (as
+    ``chrt -f N``, the usual way to give ROS 2 control nodes real-time scheduling; needs root
+    or CAP_SYS_NICE), so that other work on the machine cannot delay a tick. 0: the default
+    scheduler."""
 
     def validate(self, where: str) -> "LaunchConfig":
         def need(ok: bool, key: str, message: str) -> None:
@@ -144,6 +150,12 @@ class LaunchConfig:
         need(self.dds.delay_s >= 0, "dds.delay_s", "must be >= 0")
         for key, value in {**self.sim.params, **self.robots.params}.items():
             need(isinstance(key, str), "params", f"parameter names must be strings: {key!r}")
+        need(0 <= self.realtime_priority <= 99, "realtime_priority",
+             f"must be 0 (off) or a SCHED_FIFO priority 1-99, got {self.realtime_priority}")
+        if self.realtime_priority:
+            need(_may_use_fifo(self.realtime_priority), "realtime_priority",
+                 "SCHED_FIFO is not allowed here (chrt missing, or no root / CAP_SYS_NICE); "
+                 "use 0")
         if self.crazyflies.config:
             self._validate_crazyflies(need)
         return self
@@ -176,6 +188,13 @@ def load_launch_config(path: str | Path, overrides: dict[str, Any] | None = None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return cfg.validate(str(path))
+
+
+def _may_use_fifo(priority: int) -> bool:
+    """Whether ``chrt -f priority`` can start a process here."""
+    chrt = shutil.which("chrt")
+    return chrt is not None and subprocess.run(
+        [chrt, "-f", str(priority), "true"], capture_output=True).returncode == 0
 
 
 def _ros_args(params: dict[str, Any]) -> list[str]:
@@ -227,7 +246,17 @@ def node_commands(cfg: LaunchConfig, out: Path) -> list[tuple[str, list[str]]]:
                           "dds.seed": names.index(hosted[0])})
         cmds.append((node, [sys.executable, "-m", "ros_nodes.robot_node",
                             *_ros_args(robot), "-r", f"__node:={node}"]))
-    return cmds
+    return with_realtime(cmds, cfg.realtime_priority)
+
+
+def with_realtime(cmds: list[tuple[str, list[str]]], priority: int
+                  ) -> list[tuple[str, list[str]]]:
+    """``cmds`` with the control loop's nodes (bridges, robot nodes; not the task server)
+    started under ``chrt -f priority``; unchanged for priority 0."""
+    if not priority:
+        return cmds
+    fifo = ["chrt", "-f", str(priority)]
+    return [(name, argv if name == "task_server" else fifo + argv) for name, argv in cmds]
 
 
 class StatusMonitor:

@@ -208,13 +208,16 @@ def bench_graph(
     backend: Annotated[Backend, typer.Option(help="The sim bridge's physics engine (PyBullet, "
                                              "the reference, or the batched engine).")
                        ] = "pybullet",
+    realtime_priority: Annotated[int, typer.Option(
+        min=0, max=99, help="Run the bridge and robot nodes under SCHED_FIFO at this priority "
+        "(chrt -f; needs root or CAP_SYS_NICE); 0: the default scheduler.")] = 0,
     as_json: JsonFlag = False,
 ) -> None:
     """The node graph over DDS in real time: state-to-command latency, largest real-time swarm."""
     from ros_nodes.bench_graph import format_table, run_bench
 
     report = run_bench(_counts(robots, "--robots", "8,16,32"), processes, rate, seconds,
-                       backend=Backend(backend).value)
+                       backend=Backend(backend).value, realtime_priority=realtime_priority)
     typer.echo(format_table(report))
     if as_json:
         emit_json(report)

@@ -24,6 +24,7 @@ from ros_nodes.launcher import (DdsSection, LaunchConfig, RobotsSection, SimSect
                                 node_commands, run_launch)
 from ros_nodes.sim_bridge import REPORT_FILE, TRAJECTORY_FILE
 from ros_nodes.transport import QosKind
+from sim.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY = str(REPO / "policies" / "formation_velocity_8.onnx")
@@ -144,9 +145,27 @@ def test_bench_graph_measures_a_small_swarm_on_either_engine():
     asserted; they belong in docs/benchmarks.md.)"""
     from ros_nodes.bench_graph import format_table, run_bench
 
-    report = run_bench((4,), processes=2, seconds=2.0, domain_id=domain(5), backend="batched")
+    report = run_bench((4,), processes=2, seconds=2.0, domain_id=domain(5), backend="batched",
+                       realtime_priority=10)
     row, = report["rows"]
     assert report["backend"] == "batched" and row["processes"] == 2
+    assert report["realtime_priority"] == 10
     assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"] < 1e3
     assert row["ticks_answered"] > 0.5 and row["collisions_per_drone_minute"] == 0.0
-    assert "batched physics" in format_table(report)
+    assert "batched physics; nodes under SCHED_FIFO 10" in format_table(report)
+
+
+def test_realtime_priority_starts_the_control_nodes_under_sched_fifo(tmp_path):
+    """``realtime_priority``: the bridge and every robot host start under ``chrt -f N`` (the
+    task server does not); out-of-range values are refused naming the key."""
+    cfg = config(tmp_path, domain(6), per_process=4)
+    cfg.realtime_priority = 30
+    cmds = node_commands(cfg.validate("test"), tmp_path)
+    assert [name for name, _ in cmds] == ["sim_bridge", "robots_cf1_cf4", "robots_cf5_cf8"]
+    for _, argv in cmds:
+        assert argv[:3] == ["chrt", "-f", "30"] and argv[3] == sys.executable
+    from ros_nodes.launcher import with_realtime
+    assert with_realtime([("task_server", ["python"])], 30) == [("task_server", ["python"])]
+    cfg.realtime_priority = 100
+    with pytest.raises(ConfigError, match="realtime_priority: must be 0 .* 1-99"):
+        cfg.validate("test")
