@@ -33,6 +33,8 @@ ARGS = {
     "mission": ("goals", "goals: the scenario's goals; tasks: task_server + task layers."),
     "task_preset": ("mrta_room_8", "tasks mission: MRTA preset name or YAML path."),
     "task_policy": ("greedy", "tasks mission: greedy, or an exported task policy (.onnx)."),
+    "realtime_priority": ("0", "1-99: sim_bridge and robot nodes under SCHED_FIFO (chrt -f N; "
+                               "needs root or CAP_SYS_NICE); 0: the default scheduler."),
 }
 
 
@@ -52,8 +54,12 @@ def _nodes(context):
     preset = arg["task_preset"]
     if tasks and not preset.endswith((".yaml", ".yml")):
         preset = str(share / "config" / "mrta" / f"{preset}.yaml")
+    priority = int(arg["realtime_priority"])
+    if not 0 <= priority <= 99:
+        raise ValueError(f"realtime_priority:={priority}: expected 0 (off) or 1-99")
+    fifo = {"prefix": f"chrt -f {priority}"} if priority else {}
     nodes = [Node(package="swarm_rl", executable="sim_bridge", name="sim_bridge",
-                  output="screen",
+                  output="screen", **fifo,
                   parameters=[{"drones": n, "scenario": scenario, "control_rate_hz": rate,
                                "duration_s": float(arg["duration_s"]),
                                "publish_goals": not tasks}])]
@@ -66,7 +72,7 @@ def _nodes(context):
         nodes.append(Node(
             package="swarm_rl", executable="robot_node",
             name=node,
-            output="screen",
+            output="screen", **fifo,
             parameters=[{"robots": hosted, "swarm": names, "neighbour_source": "swarm_state",
                          "policy": policy,
                          "shield": launch_bool(arg["shield"], "shield"),

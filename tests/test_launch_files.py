@@ -106,6 +106,20 @@ def test_rviz_is_started_only_on_request(monkeypatch):
         entities[-1]({**declared, "shield": "yes"})
 
 
+def test_realtime_priority_prefixes_the_control_nodes_with_chrt(monkeypatch):
+    fake_ros(monkeypatch, REPO)
+    module = load(REPO / "launch" / "sim_swarm.launch.py")
+    entities = module.generate_launch_description()
+    declared = dict(e for e in entities if isinstance(e, tuple))
+    assert all("prefix" not in n.kwargs for n in entities[-1](declared))
+    nodes = entities[-1]({**declared, "realtime_priority": "40", "mission": "tasks"})
+    prefixes = {n.kwargs["executable"]: n.kwargs.get("prefix") for n in nodes}
+    assert prefixes == {"sim_bridge": "chrt -f 40", "robot_node": "chrt -f 40",
+                        "task_server": None}
+    with pytest.raises(ValueError, match="realtime_priority:=120"):
+        entities[-1]({**declared, "realtime_priority": "120"})
+
+
 @pytest.mark.parametrize("groups, bridges", [("", 1), ("cf1,cf2;cf3", 2)])
 def test_crazyflie_swarm_launch_starts_bridges_and_robots(monkeypatch, groups, bridges):
     fake_ros(monkeypatch, REPO)
