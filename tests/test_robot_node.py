@@ -262,3 +262,39 @@ def test_status_and_intentions_go_out_after_ticks_at_their_rates():
     after = [e for e in events[flowing:] if e[0] == "status"]
     assert len(after) >= 2 * 5, "status goes on from the watchdog's ticks"
     assert all(r.last_command.mode.value == "hover" for r in host.robots.values())
+
+
+def test_slack_collector_collects_cycles_between_ticks_not_during_them():
+    """The host's collector: once started, automatic collection is off and reference cycles
+    made during ticks are freed by the collection that follows a tick (generation 0 every
+    tick, 1 and 2 at their periods)."""
+    import gc
+    import weakref
+
+    from ros_nodes.robot_node import SlackCollector
+
+    class Node:
+        pass
+
+    collector = SlackCollector(gen1_every=3, gen2_every=6)
+    collector.after_tick()  # not started: a no-op, automatic collection untouched
+    assert collector.ticks == 0 and gc.isenabled()
+    counts = []
+    gc.callbacks.append(lambda phase, info: phase == "stop" and counts.append(info["generation"]))
+    try:
+        collector.start()
+        assert not gc.isenabled()
+        counts.clear()
+        for _ in range(6):
+            a, b = Node(), Node()
+            a.other, b.other = b, a  # a cycle: only the cyclic collector frees it
+            alive = weakref.ref(a)
+            del a, b
+            assert alive() is not None
+            collector.after_tick()
+            assert alive() is None
+        assert counts == [0, 0, 1, 0, 0, 2]
+    finally:
+        gc.callbacks.pop()
+        gc.unfreeze()
+        gc.enable()
