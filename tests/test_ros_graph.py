@@ -21,7 +21,7 @@ import pytest
 from ros_nodes import messages as m
 from ros_nodes.dds_transport import DdsTransport
 from ros_nodes.launcher import (DdsSection, LaunchConfig, RobotsSection, SimSection,
-                                node_commands, run_launch)
+                                _may_use_fifo, node_commands, run_launch)
 from ros_nodes.sim_bridge import REPORT_FILE, TRAJECTORY_FILE
 from ros_nodes.transport import QosKind
 from sim.errors import ConfigError
@@ -145,8 +145,6 @@ def test_bench_graph_measures_a_small_swarm_on_either_engine():
     asserted; they belong in docs/benchmarks.md.)"""
     from ros_nodes.bench_graph import format_table, run_bench
 
-    from ros_nodes.launcher import _may_use_fifo
-
     fifo = 10 if _may_use_fifo(10) else 0  # root here; elsewhere the default scheduler
     report = run_bench((4,), processes=2, seconds=2.0, domain_id=domain(5), backend="batched",
                        realtime_priority=fifo)
@@ -159,6 +157,7 @@ def test_bench_graph_measures_a_small_swarm_on_either_engine():
             "batched physics; default scheduler") in format_table(report)
 
 
+@pytest.mark.skipif(not _may_use_fifo(30), reason="SCHED_FIFO needs root or CAP_SYS_NICE")
 def test_realtime_priority_starts_the_control_nodes_under_sched_fifo(tmp_path):
     """``realtime_priority``: the bridge and every robot host start under ``chrt -f N`` (the
     task server does not); out-of-range values are refused naming the key."""
