@@ -564,8 +564,9 @@ def test_stacked_own_state_screen_never_passes_what_the_exact_check_rejects(goal
     for robot, own, ok in zip(robots, owns, passed):
         if ok:
             assert robot._check_own(own, 0.0) is None, own
-    calm = [_own(pos=(1.0, -2.0, 1.5), vel=(0.3, 0.1, 0.0), stamp_s=-0.05)] * 3
-    assert _owns_acceptable(robots[:3], calm, 0.0).all()
+    calm = [_own(pos=(1.0, -2.0, 1.5), vel=(0.3, 0.1, 0.0), stamp_s=-0.05)] * 4
+    assert _owns_acceptable(robots, calm, 0.0).all()
+    assert not _owns_acceptable(robots[:3], calm[:3], 0.0).any()  # few: checked one by one
 
 
 def test_motors_or_mismatched_policies_are_refused(policy_dir, goal_policy):

@@ -422,6 +422,9 @@ _MARGIN = 1e-9
 """Relative margin by which :func:`_owns_acceptable` stays inside every limit, so that its
 stacked arithmetic (rounded differently from :meth:`RobotController._check_own`'s) can only
 send a borderline state to the exact check, never pass one that the check would reject."""
+SCREEN_MIN_ROBOTS = 4
+"""Fewer robots than this are checked one by one: the stacked pass costs about as much as
+three exact checks (measured: ~150 us against ~50 us each)."""
 
 
 def _owns_acceptable(controllers: Sequence[RobotController],
@@ -430,7 +433,7 @@ def _owns_acceptable(controllers: Sequence[RobotController],
     decided for all robots at once; False means "check it alone" (the exact check, with its
     reason). Only well-typed states (float64 arrays of the right shapes) are screened."""
     ok = np.zeros(len(owns), bool)
-    if not (owns and _finite(now_s)) or not all(
+    if len(owns) < SCREEN_MIN_ROBOTS or not _finite(now_s) or not all(
             isinstance(o, OwnState) and all(isinstance(a, np.ndarray) and a.dtype == np.float64
                                             for a in (o.pos_m, o.vel_mps, o.rot, o.omega_rad_s))
             and o.pos_m.shape == o.vel_mps.shape == o.omega_rad_s.shape == (3,)
