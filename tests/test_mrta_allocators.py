@@ -3,6 +3,7 @@ decision API (sim/mrta/decide.py) against the simulator's own observation."""
 import itertools
 
 import numpy as np
+import pytest
 
 from sim.mrta.allocators import greedy_actions, market_env
 from sim.mrta.coalition import NO_TARGET
@@ -113,8 +114,9 @@ def test_market_prefers_the_higher_fitness_coalition():
     assert out.tolist() == [1, 1, 1]  # 9 exp(-0.1 x 2.06) = 7.3 beats 1 exp(-0.1) = 0.9
 
 
-def test_robot_decision_api_sees_what_the_simulator_sees():
-    cfg = MRTAConfig().validate()
+@pytest.mark.parametrize("layout", [2, 3])
+def test_robot_decision_api_sees_what_the_simulator_sees(layout):
+    cfg = MRTAConfig(obs_layout=layout).validate()
     env = MRTAVecEnv(cfg, 1)
     env.reset([11])
     rng = np.random.default_rng(0)

@@ -24,7 +24,7 @@ import numpy as np
 
 from sim.mrta.coalition import NO_TARGET
 from sim.mrta.config import MRTAConfig
-from sim.mrta.observation import TASK_FEATS, MRTALayout
+from sim.mrta.observation import MRTALayout
 
 MARKET_LAMBDA = 0.1
 """Discount of a coalition's fitness per decision step of its arrival time."""
@@ -34,7 +34,7 @@ def greedy_actions(obs: np.ndarray, layout: MRTALayout) -> np.ndarray:
     """Greedy nearest task: observations (..., dim) -> actions (...,) in [0, K_t]."""
     sl = layout.slices
     kt = layout.task_slots
-    tasks = obs[..., sl["tasks"]].reshape(obs.shape[:-1] + (kt, TASK_FEATS))
+    tasks = obs[..., sl["tasks"]].reshape(obs.shape[:-1] + (kt, layout.task_feats))
     legal = obs[..., sl["action_mask"]] > 0.5
     dist = np.where(legal[..., :kt], tasks[..., 2], np.inf)
     best = np.argmin(dist, axis=-1)

@@ -68,15 +68,20 @@ class RobotObservation:
 def observe_robot(own_position_m: np.ndarray, own_target_id: int, tasks: Sequence[Task],
                   intentions: Sequence[Intention], cfg: MRTAConfig,
                   neighbour_positions_m: Mapping[str, np.ndarray] | None = None,
-                  time_left_frac: float = 1.0) -> RobotObservation:
+                  time_left_frac: float = 1.0, locked: bool | None = None
+                  ) -> RobotObservation:
     """One robot's MRTA observation from live data.
 
     ``own_position_m`` (3,) ENU; ``own_target_id``: its current target (-1: none; an id no
     longer in ``tasks`` counts as none); ``intentions``: the usable ones
     (:meth:`IntentionInbox.current`); ``neighbour_positions_m``: other robots' positions by
     name (odometry), used in place of an intention's first path point when both exist;
-    ``time_left_frac``: share of the mission left, in [0, 1]. Intentions naming a task not in
-    ``tasks`` still give the sender's position, without an intention."""
+    ``time_left_frac``: share of the mission left, in [0, 1]; ``locked``: without revision,
+    whether the robot may only keep ``own_target_id`` (default: whenever it has one; in a
+    negotiation round pass the previous round's choice as ``own_target_id`` and whether the
+    robot holds a committed target as ``locked``, as :meth:`sim.mrta.env.MRTAVecEnv.observe`
+    does). Intentions naming a task not in ``tasks`` still give the sender's position,
+    without an intention."""
     own = np.asarray(own_position_m, float).reshape(3)
     ids = [t.task_id for t in tasks]
     index = {tid: m for m, tid in enumerate(ids)}
@@ -107,8 +112,10 @@ def observe_robot(own_position_m: np.ndarray, own_target_id: int, tasks: Sequenc
     target = np.array([[index.get(own_target_id, -1)] + [-1] * (n - 1)])
     heard = np.zeros((1, n, n), bool)
     heard[0, 0, 1:] = True  # only the robot's own row is used
+    lock = None if locked is None else np.full((1, n), bool(locked))
     out = observe(robot_xy, target, task_xy, level, active, intent_slot, intent_eta,
-                  heard, heard, np.array([float(np.clip(time_left_frac, 0.0, 1.0))]), cfg)
+                  heard, heard, np.array([float(np.clip(time_left_frac, 0.0, 1.0))]), cfg,
+                  locked=lock)
     slots = tuple(int(ids[s]) if s >= 0 else -1 for s in out.slot_task[0, 0])
     return RobotObservation(out.obs[0, 0], slots, out.action_mask[0, 0], tuple(names))
 
@@ -117,13 +124,13 @@ def choose_target(own_position_m: np.ndarray, own_target_id: int, tasks: Sequenc
                   intentions: Sequence[Intention], cfg: MRTAConfig,
                   policy: str | TaskChooser = "greedy",
                   neighbour_positions_m: Mapping[str, np.ndarray] | None = None,
-                  time_left_frac: float = 1.0) -> int:
+                  time_left_frac: float = 1.0, locked: bool | None = None) -> int:
     """The task id this robot should target now, or -1 (no task: explore or hold).
 
     Arguments as :func:`observe_robot`; ``policy``: ``"greedy"`` (nearest known task) or a
     :data:`TaskChooser`. A choice the action mask forbids (a broken policy) raises."""
     ro = observe_robot(own_position_m, own_target_id, tasks, intentions, cfg,
-                       neighbour_positions_m, time_left_frac)
+                       neighbour_positions_m, time_left_frac, locked)
     layout = MRTALayout.of(cfg)
     if isinstance(policy, str):
         if policy != "greedy":

@@ -9,13 +9,16 @@ pays the team (:mod:`sim.mrta.coalition`); completed tasks are replaced
 exploration waypoint drawn uniformly where tasks appear, and draw a new one on arrival.
 
 Intentions in the simulator are delivered without loss or delay within ``comm_range_m``; a
-robot observes, at step t, what its neighbours announced after step t - 1's choice. Episodes
+robot observes, at step t, what its neighbours announced after step t - 1's choice. With
+``negotiation_rounds`` R > 1 the robots then exchange tentative choices R - 1 more times
+before acting (:meth:`MRTAVecEnv.propose`, :meth:`MRTAVecEnv.negotiate`): each round's
+observation carries the previous round's announcements. Episodes
 have a fixed length and all E end together; the step that ends them returns ``done`` True and
 the episode statistics in ``info["episode"]``, and the first observations of fresh episodes.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,24 +106,70 @@ class MRTAVecEnv:
         d = np.linalg.norm(self.robot_xy[:, :, None] - self.robot_xy[:, None], axis=-1)
         return (d <= self.cfg.comm_range_m) & ~np.eye(self.num_robots, dtype=bool)[None]
 
-    def intention_eta(self) -> np.ndarray:
-        """(E, N) each robot's announced arrival time in decision steps (path length)."""
-        tx = self.target_xy()
+    def intention_eta(self, targets: np.ndarray | None = None) -> np.ndarray:
+        """(E, N) each robot's announced arrival time in decision steps (path length), for
+        its target (or for ``targets``, task slots, -1: none)."""
+        tx = self.target_xy(targets)
         dist = np.linalg.norm(tx - self.robot_xy, axis=-1)
         return path_steps(dist, self.cfg.step_length_m, self.cfg.intention_horizon)
 
-    def target_xy(self) -> np.ndarray:
+    def target_xy(self, targets: np.ndarray | None = None) -> np.ndarray:
         """(E, N, 2) each robot's target position (its own position when it has none)."""
-        slot = np.where(self.target >= 0, self.target, 0)
+        target = self.target if targets is None else targets
+        slot = np.where(target >= 0, target, 0)
         tx = np.take_along_axis(self.tasks.xy, slot[..., None], axis=1)
-        return np.where((self.target >= 0)[..., None], tx, self.robot_xy)
+        return np.where((target >= 0)[..., None], tx, self.robot_xy)
 
-    def observe(self) -> MRTAObservation:
+    def observe(self, intents: np.ndarray | None = None) -> MRTAObservation:
+        """Every robot's observation. ``intents`` (E, N) task slots: the choices announced in
+        the previous negotiation round (they replace the targets as intentions, and, with
+        revision, as each robot's own current choice); None: the targets."""
         heard = self.heard()
         left = np.full(self.num_envs, 1.0 - self.step_count / self.cfg.decision_steps)
-        return observe(self.robot_xy, self.target, self.tasks.xy, self.tasks.level,
-                       self.tasks.active, self.target, self.intention_eta(), heard, heard,
-                       left, self.cfg)
+        if intents is None:
+            own, intent, locked = self.target, self.target, None
+        else:
+            intent = intents
+            own = intents if self.cfg.revision else np.where(self.target >= 0, self.target,
+                                                             intents)
+            locked = self.target >= 0
+        return observe(self.robot_xy, own, self.tasks.xy, self.tasks.level,
+                       self.tasks.active, intent, self.intention_eta(intent), heard, heard,
+                       left, self.cfg, locked=locked)
+
+    def propose(self, actions: np.ndarray) -> MRTAObservation:
+        """One negotiation round (``negotiation_rounds`` > 1): every robot announces the
+        choice ``actions`` (E, N) (observation slots, as for :meth:`step`) without flying;
+        returns the observations built from these announcements, on which the next round's
+        (or the step's) choices are made. Nothing moves and no target changes."""
+        self.last_obs = self.observe(self.actions_to_targets(actions))
+        return self.last_obs
+
+    def negotiate(self, choose: Callable[[MRTAObservation], np.ndarray],
+                  obs: MRTAObservation | None = None) -> tuple[MRTAObservation, np.ndarray]:
+        """Run the ``negotiation_rounds`` of one decision step with ``choose`` (observations
+        -> actions (E, N)): R - 1 rounds of :meth:`propose`, then the final choice. Returns
+        the observations the final choice was made on and that choice (for :meth:`step`)."""
+        obs = self.last_obs if obs is None else obs
+        for _ in range(self.cfg.negotiation_rounds - 1):
+            obs = self.propose(choose(obs))
+        return obs, choose(obs)
+
+    def redundant(self) -> np.ndarray:
+        """(E, N) bool: robot i targets a task that at least L other robots targeting it
+        reach before it (arrival time in decision steps; ties go to the lower index), so
+        it is not needed there (the potential of ``redundancy_shaping`` in training)."""
+        dist = np.linalg.norm(self.target_xy() - self.robot_xy, axis=-1)
+        eta = path_steps(dist, self.cfg.step_length_m, self.cfg.intention_horizon)
+        n = self.num_robots
+        same = (self.target[:, :, None] == self.target[:, None, :]) & (self.target >= 0)[:, :, None]
+        before = (eta[:, None, :] < eta[:, :, None]) | (
+            (eta[:, None, :] == eta[:, :, None]) & (np.arange(n)[None, None, :]
+                                                     < np.arange(n)[None, :, None]))
+        ahead = (same & before & ~np.eye(n, dtype=bool)[None]).sum(-1)  # [e, i]
+        slot = np.where(self.target >= 0, self.target, 0)
+        level = np.take_along_axis(self.tasks.level, slot, axis=1)
+        return (self.target >= 0) & (ahead >= level)
 
     def critic_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Global state for a centralised critic: robots (E, N, 5) [x, y scaled by the half
@@ -161,7 +210,8 @@ class MRTAVecEnv:
         return np.where(actions == kt, NO_TARGET, slot)
 
     def step(self, actions: np.ndarray) -> MRTAStep:
-        """Step with each robot's choice of observation slot (E, N) int in [0, K_t]."""
+        """Step with each robot's choice of observation slot (E, N) int in [0, K_t] (slots of
+        the latest observation: after negotiation rounds, the last round's)."""
         return self.step_targets(self.actions_to_targets(actions))
 
     def step_targets(self, targets: np.ndarray) -> MRTAStep:

@@ -2,16 +2,22 @@
 
 Batched over E environments x N robots (numpy), used by the training env, by evaluation and,
 with E = 1, by a robot node on live data (:func:`sim.mrta.decide.observe_robot`). Layout
-version 2, one flat float32 vector per robot (ENU, distances scaled by the ranges):
+version 2 or 3 (``MRTAConfig.obs_layout``), one flat float32 vector per robot (ENU, distances
+scaled by the ranges):
 
 - ``own`` (4): x / (X/2), y / (Y/2), share of the episode left, has a target (0/1);
-- ``tasks`` (K_t x 10), the robot's current target first, then the known tasks nearest
+- ``tasks`` (K_t x 10, layout 3: K_t x 14), the robot's current target first, then the known tasks nearest
   first; a task is known when it is visible (within ``view_range_m``) or named in a heard
   intention (a neighbour heading there has told where it is): dx / view, dy / view,
   distance / view, level one-hot (3), is my target, intention weight (the sum over heard
   neighbours heading there of ``discount ** eta``, eta = their arrival time in decision
   steps: the paper's path map read at the task), heard neighbours heading there / 3, robots
-  still missing ``max(L - heard - mine, 0) / 3``;
+  still missing ``max(L - heard - mine, 0) / 3``; layout 3 adds four: heard neighbours
+  heading there that arrive no later than I would (their announced eta <= my eta to the
+  task) / 3, places left for me ``max(L - those, 0) / 3``, neighbours within comm range that
+  announced no target and are closer to the task than I am / 3, and all neighbours within comm
+  range closer to it than I am / 3 (the last two capped at 6 / 3): the order in which robots
+  would reach the task, which is what a market clears coalitions by;
 - ``task_mask`` (K_t): slot holds a task;
 - ``neighbours`` (K_n x 6), nearest within ``comm_range_m``: dx / comm, dy / comm, has an
   intention with a target (0/1), its target's dx / comm, dy / comm, eta / horizon;
@@ -30,11 +36,18 @@ import numpy as np
 
 from sim.mrta.config import LEVELS, MRTAConfig
 
-LAYOUT_VERSION = 2
-"""2: tasks named in heard intentions are known (observable and choosable) beyond view range;
-1 offered visible tasks only. The two agree when intention sharing is off."""
+LAYOUT_VERSION = 3
+"""The newest layout (the default for new policies is still ``MRTAConfig.obs_layout``).
+3: layout 2 plus four coalition features per task (who is ahead of me, how many places are
+left for me, free and any neighbours closer to the task than me); 2: tasks named in heard
+intentions are known (observable and choosable) beyond view range; 1 offered visible tasks
+only (1 and 2 agree when intention sharing is off)."""
+LAYOUT_VERSIONS = (2, 3)
+"""Layouts this code builds (a policy records its own; evaluation builds that one for it)."""
 OWN_DIM = 4
-TASK_FEATS = 10
+TASK_FEATS_BY_VERSION = {2: 10, 3: 14}
+TASK_FEATS = TASK_FEATS_BY_VERSION[2]
+"""Task features of layout 2 (the first ten of every layout)."""
 NEIGHBOUR_FEATS = 6
 
 
@@ -45,11 +58,21 @@ class MRTALayout:
 
     task_slots: int
     neighbour_slots: int
+    version: int = 2
+
+    def __post_init__(self) -> None:
+        if self.version not in LAYOUT_VERSIONS:
+            raise ValueError(f"version: observation layout v{self.version} is not built by "
+                             f"this code (allowed: {LAYOUT_VERSIONS})")
+
+    @property
+    def task_feats(self) -> int:
+        return TASK_FEATS_BY_VERSION[self.version]
 
     @property
     def slices(self) -> dict[str, slice]:
         kt, kn = self.task_slots, self.neighbour_slots
-        sizes = (("own", OWN_DIM), ("tasks", kt * TASK_FEATS), ("task_mask", kt),
+        sizes = (("own", OWN_DIM), ("tasks", kt * self.task_feats), ("task_mask", kt),
                  ("neighbours", kn * NEIGHBOUR_FEATS), ("neighbour_mask", kn),
                  ("action_mask", kt + 1))
         out, start = {}, 0
@@ -68,7 +91,7 @@ class MRTALayout:
 
     @classmethod
     def of(cls, cfg: MRTAConfig) -> "MRTALayout":
-        return cls(cfg.task_slots, cfg.neighbour_slots)
+        return cls(cfg.task_slots, cfg.neighbour_slots, cfg.obs_layout)
 
 
 @dataclass
@@ -96,7 +119,8 @@ def _nearest(key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
             task_level: np.ndarray, task_active: np.ndarray, intent_slot: np.ndarray,
             intent_eta: np.ndarray, intent_heard: np.ndarray, neighbour_heard: np.ndarray,
-            time_left: np.ndarray, cfg: MRTAConfig) -> MRTAObservation:
+            time_left: np.ndarray, cfg: MRTAConfig, locked: np.ndarray | None = None
+            ) -> MRTAObservation:
     """Observations of every robot (layout in the module docstring).
 
     ``robot_xy`` (E, N, 2) m; ``target`` (E, N) own target's task slot or -1; ``task_xy``
@@ -104,11 +128,13 @@ def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
     the task slot each robot last announced (-1: none); ``intent_eta`` (E, N) its arrival time
     in decision steps; ``intent_heard`` (E, N, N) robot i holds a usable intention of robot k;
     ``neighbour_heard`` (E, N, N) robot i knows where robot k is; ``time_left`` (E,) share of
-    the episode left. The diagonals of the two ``heard`` arrays are ignored."""
+    the episode left; ``locked`` (E, N): robots that, without revision, may only keep slot 0
+    (default: those with a target; negotiation rounds pass the committed ones). The diagonals
+    of the two ``heard`` arrays are ignored."""
     e, n = target.shape
     m = task_level.shape[1]
     kt, kn = cfg.task_slots, cfg.neighbour_slots
-    layout = MRTALayout(kt, kn)
+    layout = MRTALayout.of(cfg)
     hx, hy = cfg.half_extent_m
     view, comm = cfg.view_range_m, cfg.comm_range_m
     not_self = ~np.eye(n, dtype=bool)[None]
@@ -133,7 +159,7 @@ def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
     gather = lambda a: np.take_along_axis(a, order, axis=-1)  # noqa: E731
     level = np.broadcast_to(task_level[:, None, :], (e, n, m))
 
-    tasks = np.zeros((e, n, kt, TASK_FEATS))
+    tasks = np.zeros((e, n, kt, layout.task_feats))
     tasks[..., 0] = gather(rel[..., 0]) / view
     tasks[..., 1] = gather(rel[..., 1]) / view
     tasks[..., 2] = gather(dist) / view
@@ -146,6 +172,26 @@ def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
     count = gather(c_task)
     tasks[..., 8] = count / LEVELS
     tasks[..., 9] = np.maximum(lv - count - is_mine, 0) / LEVELS
+    if layout.version >= 3:
+        # Coalition features: the order in which robots would reach the task (what a market
+        # clears by), from heard intentions (etas) and neighbour positions.
+        steps = cfg.step_length_m
+        my_eta = np.clip(np.ceil(dist / steps - 1e-9), 1, cfg.intention_horizon)  # (E, N, M)
+        ahead_k = (intent_eta[:, None, :, None] <= my_eta[:, :, None, :])  # [e, i, k, m]
+        ahead = np.einsum("eik,eikm,ekm->eim", heard, ahead_k.astype(float), onehot)
+        closer = (dist[:, None, :, :] < dist[:, :, None, :])  # [e, i, k, m]: k closer than i
+        nb_known = neighbour_heard & (np.linalg.norm(
+            robot_xy[:, None] - robot_xy[:, :, None], axis=-1) <= comm)
+        # (E, K) announced no target (unknown without sharing: nobody counts as free)
+        free = (intent_slot < 0) & bool(cfg.intention_sharing)
+        closer_any = np.einsum("eik,eikm->eim", nb_known.astype(float), closer.astype(float))
+        closer_free = np.einsum("eik,eikm->eim", (nb_known & free[:, None, :]).astype(float),
+                                closer.astype(float))
+        ahead_g = gather(ahead)
+        tasks[..., 10] = ahead_g / LEVELS
+        tasks[..., 11] = np.maximum(lv - ahead_g, 0) / LEVELS
+        tasks[..., 12] = np.minimum(gather(closer_free), 2 * LEVELS) / LEVELS
+        tasks[..., 13] = np.minimum(gather(closer_any), 2 * LEVELS) / LEVELS
     tasks *= valid[..., None]
     slot_task = np.where(valid, order, -1)
 
@@ -172,9 +218,10 @@ def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
     has_target = target >= 0
     action_mask = np.concatenate([valid, np.ones((e, n, 1), bool)], axis=-1)
     if not cfg.revision:
-        locked = np.zeros_like(action_mask)
-        locked[..., 0] = True
-        action_mask = np.where(has_target[..., None], locked, action_mask)
+        keep = np.zeros_like(action_mask)
+        keep[..., 0] = True
+        lock = has_target if locked is None else (np.asarray(locked, bool) & has_target)
+        action_mask = np.where(lock[..., None], keep, action_mask)
 
     own = np.stack([robot_xy[..., 0] / hx, robot_xy[..., 1] / hy,
                     np.broadcast_to(np.asarray(time_left, float)[:, None], (e, n)),

@@ -16,7 +16,8 @@ from swarm_rl.mrta.model import MRTAModelConfig
 from swarm_rl.train.config import PPOConfig, _merge, parse_overrides
 
 
-SHARED_SWITCHES = ("intention_sharing", "revision", "task_slots", "neighbour_slots")
+SHARED_SWITCHES = ("intention_sharing", "revision", "task_slots", "neighbour_slots",
+                   "obs_layout", "negotiation_rounds")
 """``env`` fields that a run applies to its ``mix`` presets too."""
 
 
@@ -49,6 +50,11 @@ class MRTATrainConfig:
     """Updates between checkpoints."""
     threads: int = 1
     """torch threads; 1 on a shared machine."""
+    redundancy_shaping: float = 0.0
+    """Per-robot potential-based reward shaping (Ng et al. 1999; does not change the optimal
+    policies): potential -c while a robot targets a task that L others reach before it
+    (:meth:`sim.mrta.env.MRTAVecEnv.redundant`), so leaving such a task pays c at once. 0:
+    off (the shared team reward alone)."""
     preset: str = ""
     """Name of the preset this run came from (recorded in the exported policy)."""
     mix: list[str] = field(default_factory=list)
@@ -75,6 +81,9 @@ class MRTATrainConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{name}: must be > 0, got {value}")
+        if not self.redundancy_shaping >= 0:
+            raise ConfigError(f"redundancy_shaping: must be >= 0, got "
+                              f"{self.redundancy_shaping}")
         for name, value in (("ppo.gamma", p.gamma), ("ppo.gae_lambda", p.gae_lambda),
                             ("ppo.clip", p.clip), ("ppo.lr_final_frac", p.lr_final_frac)):
             if not 0.0 <= value <= 1.0:
@@ -82,7 +91,8 @@ class MRTATrainConfig:
         for name, other in zip(self.mix or ["mix_envs"] * len(self.mix_envs), self.mix_envs):
             for key in ("task_slots", "neighbour_slots", "num_robots", "max_tasks",
                         "decision_steps", "view_range_m", "comm_range_m",
-                        "intention_discount", "intention_horizon"):
+                        "intention_discount", "intention_horizon", "obs_layout",
+                        "negotiation_rounds"):
                 if getattr(other, key) != getattr(self.env, key):
                     raise ConfigError(f"mix: {name}: env.{key} is {getattr(other, key)}, but "
                                       f"the run's env.{key} is {getattr(self.env, key)}")

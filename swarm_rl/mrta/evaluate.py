@@ -55,10 +55,16 @@ def market_allocator(env: MRTAVecEnv, obs: MRTAObservation) -> np.ndarray:
 
 
 def chooser_allocator(chooser: Callable[[np.ndarray], np.ndarray]) -> Allocator:
-    """An allocator from a per-robot chooser (observations (B, dim) -> choices (B,))."""
-    def allocate(env: MRTAVecEnv, obs: MRTAObservation) -> np.ndarray:
+    """An allocator from a per-robot chooser (observations (B, dim) -> choices (B,)); with
+    ``negotiation_rounds`` > 1 in the env's config the robots first exchange that many rounds
+    of tentative choices (:meth:`MRTAVecEnv.negotiate`)."""
+    def choose(obs: MRTAObservation) -> np.ndarray:
         flat = obs.obs.reshape(-1, obs.obs.shape[-1])
-        return env.actions_to_targets(np.asarray(chooser(flat)).reshape(env.target.shape))
+        return np.asarray(chooser(flat)).reshape(obs.obs.shape[:2])
+
+    def allocate(env: MRTAVecEnv, obs: MRTAObservation) -> np.ndarray:
+        _, actions = env.negotiate(choose, obs)
+        return env.actions_to_targets(actions)
     return allocate
 
 
@@ -79,7 +85,7 @@ class MethodResult:
     per_episode: dict[str, np.ndarray]
     """metric -> (seeds x episodes,) values."""
     wall_s: float
-    switches: dict[str, bool] = field(default_factory=dict)
+    switches: dict[str, bool | int] = field(default_factory=dict)
 
     def row(self, metric: str) -> dict[str, float]:
         seeds = np.asarray(self.per_seed[metric])
@@ -121,7 +127,8 @@ def run_method(method: Method, seeds: list[int], episodes: int,
                         {k: np.concatenate(v) for k, v in per_episode.items()},
                         time.perf_counter() - start,
                         {"intention_sharing": method.cfg.intention_sharing,
-                         "revision": method.cfg.revision})
+                         "revision": method.cfg.revision,
+                         "negotiation_rounds": method.cfg.negotiation_rounds})
 
 
 def policy_methods(path: str | Path, cfg: MRTAConfig, ablations: bool) -> list[Method]:
@@ -131,6 +138,9 @@ def policy_methods(path: str | Path, cfg: MRTAConfig, ablations: bool) -> list[M
     from swarm_rl.mrta.onnx_policy import TaskPolicy
 
     policy = TaskPolicy(path)
+    # The policy's own observation layout and negotiation rounds (what it was trained with).
+    cfg = dataclasses.replace(cfg, obs_layout=policy.layout.version,
+                              negotiation_rounds=policy.negotiation_rounds)
     policy.check_compatible(cfg)
     own = dataclasses.replace(cfg, intention_sharing=policy.intention_sharing,
                               revision=policy.revision)
@@ -140,6 +150,9 @@ def policy_methods(path: str | Path, cfg: MRTAConfig, ablations: bool) -> list[M
         if own.revision:
             methods.append(Method(f"{name}, revision off", chooser_allocator(policy),
                                   dataclasses.replace(own, revision=False)))
+        if own.negotiation_rounds > 1 and own.intention_sharing:
+            methods.append(Method(f"{name}, one negotiation round", chooser_allocator(policy),
+                                  dataclasses.replace(own, negotiation_rounds=1)))
         if own.intention_sharing:
             methods.append(Method(f"{name}, sharing off at test time",
                                   chooser_allocator(policy),

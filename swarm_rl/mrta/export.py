@@ -1,7 +1,8 @@
 """Task-policy checkpoint -> ONNX: observation in, masked logits out, layout in the metadata.
 
-Input ``obs`` float32 [batch, dim] (MRTA layout v1), output ``logits`` float32
-[batch, K_t + 1] with illegal choices at -1e9; a robot takes the argmax. Metadata (strings):
+Input ``obs`` float32 [batch, dim] (MRTA layout v2 or v3), output ``logits`` float32
+[batch, K_t + 1] with illegal choices at -1e9; a robot takes the argmax (after
+``negotiation_rounds`` rounds of it, when that is > 1). Metadata (strings):
 ``kind=mrta_task_policy``, the layout (``obs_layout_version``, ``obs_dim``, ``task_slots``,
 ``neighbour_slots``), the switches it was trained with (``intention_sharing``, ``revision``),
 the ranges and discount the features are scaled by, and the training preset, steps and seed.
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from sim.mrta.config import MRTAConfig
-from sim.mrta.observation import LAYOUT_VERSION, MRTALayout
+from sim.mrta.observation import MRTALayout
 from swarm_rl import files
 from swarm_rl.errors import ExportError
 from swarm_rl.mrta.config import mrta_train_config_from_dict
@@ -30,7 +31,7 @@ KIND = "mrta_task_policy"
 INPUT_NAME, OUTPUT_NAME = "obs", "logits"
 ENV_KEYS = ("view_range_m", "comm_range_m", "intention_discount", "intention_horizon",
             "intention_sharing", "revision", "world_size_m", "speed_mps", "decision_dt_s",
-            "decision_steps", "num_robots", "task_mode")
+            "decision_steps", "num_robots", "task_mode", "negotiation_rounds")
 """Environment fields recorded in the metadata (what the features are scaled by, and what
 the policy was trained on)."""
 PARITY_TOL = 1e-4
@@ -38,7 +39,7 @@ PARITY_TOL = 1e-4
 
 def metadata_for(env: MRTAConfig, extra: dict[str, Any]) -> dict[str, str]:
     layout = MRTALayout.of(env)
-    meta = {"kind": KIND, "obs_layout_version": str(LAYOUT_VERSION), "obs_dim": str(layout.dim),
+    meta = {"kind": KIND, "obs_layout_version": str(layout.version), "obs_dim": str(layout.dim),
             "task_slots": str(env.task_slots), "neighbour_slots": str(env.neighbour_slots),
             "num_actions": str(layout.num_actions)}
     for key in ENV_KEYS:

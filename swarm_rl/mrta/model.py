@@ -1,6 +1,6 @@
 """Task-allocation actor and centralised critic (PyTorch).
 
-Actor (shared by all robots, decentralised): reads one flat MRTA observation (layout v1,
+Actor (shared by all robots, decentralised): reads one flat MRTA observation (layout v2 or v3,
 :mod:`sim.mrta.observation`) and returns one logit per choice, the K_t task slots then
 "no task". Task slots and neighbours are embedded by small shared MLPs; the robot's own
 embedding attends over its neighbours (their positions and announced intentions), each task
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sim.mrta.env import CRITIC_ROBOT_FEATS, CRITIC_TASK_FEATS
-from sim.mrta.observation import NEIGHBOUR_FEATS, OWN_DIM, TASK_FEATS, MRTALayout
+from sim.mrta.observation import NEIGHBOUR_FEATS, OWN_DIM, MRTALayout
 
 MASKED_LOGIT = -1.0e9
 
@@ -69,7 +69,7 @@ class TaskActor(nn.Module):
         self.layout = layout
         d = cfg.hidden
         self.own = _mlp([OWN_DIM, d])
-        self.task = _mlp([TASK_FEATS, d, d])
+        self.task = _mlp([layout.task_feats, d, d])
         self.neighbour = _mlp([NEIGHBOUR_FEATS, d, d])
         self.q_own, self.q_task = nn.Linear(d, d), nn.Linear(d, d)
         self.key, self.value = nn.Linear(d, d), nn.Linear(d, d)
@@ -82,7 +82,7 @@ class TaskActor(nn.Module):
         sl, kt, kn = self.layout.slices, self.layout.task_slots, self.layout.neighbour_slots
         b = obs.shape[0]
         own = self.own(obs[:, sl["own"]])  # (B, d)
-        tasks = self.task(obs[:, sl["tasks"]].reshape(b, kt, TASK_FEATS))  # (B, Kt, d)
+        tasks = self.task(obs[:, sl["tasks"]].reshape(b, kt, self.layout.task_feats))
         t_mask = obs[:, sl["task_mask"]]
         if kn > 0:
             nbs = self.neighbour(obs[:, sl["neighbours"]].reshape(b, kn, NEIGHBOUR_FEATS))

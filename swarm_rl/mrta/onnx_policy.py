@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.mrta.config import MRTAConfig
-from sim.mrta.observation import LAYOUT_VERSION, MRTALayout
+from sim.mrta.observation import LAYOUT_VERSIONS, MRTALayout
 from swarm_rl.errors import PolicyFileError, PolicyMismatchError
 
 KIND = "mrta_task_policy"
@@ -43,14 +43,17 @@ class TaskPolicy:
             raise PolicyFileError(f"{self.path}: not a task-allocation policy (metadata kind "
                                   f"{meta.get('kind')!r}, expected {KIND!r})")
         try:
-            self.layout = MRTALayout(int(meta["task_slots"]), int(meta["neighbour_slots"]))
             version, dim = int(meta["obs_layout_version"]), int(meta["obs_dim"])
+            slots = int(meta["task_slots"]), int(meta["neighbour_slots"])
         except (KeyError, ValueError) as exc:
             raise PolicyFileError(f"{self.path}: bad or missing layout metadata: {exc}") from exc
-        if version != LAYOUT_VERSION or dim != self.layout.dim:
+        if version not in LAYOUT_VERSIONS:
+            raise PolicyFileError(f"{self.path}: observation layout v{version}; this code "
+                                  f"builds {', '.join(f'v{v}' for v in LAYOUT_VERSIONS)}")
+        self.layout = MRTALayout(*slots, version)
+        if dim != self.layout.dim:
             raise PolicyFileError(f"{self.path}: observation layout v{version} with dim {dim}; "
-                                  f"this code builds v{LAYOUT_VERSION} with dim "
-                                  f"{self.layout.dim}")
+                                  f"this code builds v{version} with dim {self.layout.dim}")
 
     @property
     def intention_sharing(self) -> bool:
@@ -60,12 +63,18 @@ class TaskPolicy:
     def revision(self) -> bool:
         return self.metadata.get("revision") == "True"
 
+    @property
+    def negotiation_rounds(self) -> int:
+        """Intention exchanges per decision step it was trained with (1 when not recorded)."""
+        return int(self.metadata.get("negotiation_rounds", "1"))
+
     def check_compatible(self, cfg: MRTAConfig) -> None:
         """Raise :class:`PolicyMismatchError` naming every field where ``cfg`` would feed the
         policy differently laid out or differently scaled observations."""
         diffs = []
         for key, want in (("task_slots", self.layout.task_slots),
-                          ("neighbour_slots", self.layout.neighbour_slots)):
+                          ("neighbour_slots", self.layout.neighbour_slots),
+                          ("obs_layout", self.layout.version)):
             if getattr(cfg, key) != want:
                 diffs.append((key, want, getattr(cfg, key)))
         for key in SCALE_KEYS:

@@ -69,6 +69,13 @@ class MixedEnv:
     def reset(self) -> MRTAObservation:
         return self._join([p.reset() for p in self.parts])
 
+    def propose(self, actions: np.ndarray) -> MRTAObservation:
+        b = self._bounds
+        return self._join([p.propose(actions[b[i]:b[i + 1]]) for i, p in enumerate(self.parts)])
+
+    def redundant(self) -> np.ndarray:
+        return np.concatenate([p.redundant() for p in self.parts])
+
     def critic_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         states = [p.critic_state() for p in self.parts]
         return tuple(np.concatenate([s[i] for s in states]) for i in range(3))
@@ -140,6 +147,12 @@ class MRTATrainer:
         rep = lambda a: torch.from_numpy(np.repeat(a, n, axis=0))  # noqa: E731
         return rep(robots), rep(tasks), rep(mask)
 
+    def _potential(self) -> np.ndarray:
+        """(E N,) each robot's shaping potential: -redundancy_shaping where it is redundant."""
+        if not self.cfg.redundancy_shaping:
+            return np.zeros(self.env.num_envs * self.env.num_robots)
+        return -self.cfg.redundancy_shaping * self.env.redundant().reshape(-1).astype(float)
+
     def _value(self, obs: torch.Tensor, robots: torch.Tensor, tasks: torch.Tensor,
                mask: torch.Tensor) -> torch.Tensor:
         z = self.critic(obs, robots, tasks, mask)
@@ -150,15 +163,29 @@ class MRTATrainer:
         env, ppo = self.env, self.cfg.ppo
         e, n = env.num_envs, env.num_robots
         ro = Rollout()
+        rounds = self.cfg.env.negotiation_rounds
         for _ in range(ppo.rollout_steps):
+            for _ in range(rounds - 1):
+                # Negotiation rounds: tentative choices, drawn from the same policy, that the
+                # robots announce to each other; only the final round's choice is a sample.
+                tentative = masked_sample(
+                    self.actor(torch.from_numpy(self.obs.obs.reshape(e * n, -1))), self.gen)
+                self.obs = env.propose(tentative.reshape(e, n).numpy())
             obs = torch.from_numpy(self.obs.obs.reshape(e * n, -1))
             robots, tasks, mask = self._global()
             logits = self.actor(obs)
             action = masked_sample(logits, self.gen)
             logp = torch.log_softmax(logits, -1).gather(1, action[:, None])[:, 0]
             value = self._value(obs, robots, tasks, mask)
+            phi = self._potential()
             result = env.step(action.reshape(e, n).numpy())
-            reward = torch.from_numpy(np.repeat(result.reward, n)).float()
+            reward = np.repeat(result.reward, n)
+            if self.cfg.redundancy_shaping:
+                # Potential-based, per robot: gamma phi(s') - phi(s), phi = -c if redundant
+                # (0 once the episode has ended), so the optimal policies are unchanged.
+                nxt = np.zeros_like(phi) if result.done else self._potential()
+                reward = reward + ppo.gamma * nxt - phi
+            reward = torch.from_numpy(reward).float()
             done = torch.full((e * n,), float(result.done))
             if result.done:
                 ep = result.info["episode"]
