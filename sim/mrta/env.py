@@ -162,7 +162,8 @@ class MRTAVecEnv:
         dist = np.linalg.norm(self.target_xy() - self.robot_xy, axis=-1)
         eta = path_steps(dist, self.cfg.step_length_m, self.cfg.intention_horizon)
         n = self.num_robots
-        same = (self.target[:, :, None] == self.target[:, None, :]) & (self.target >= 0)[:, :, None]
+        same = ((self.target[:, :, None] == self.target[:, None, :])
+                & (self.target >= 0)[:, :, None])
         before = (eta[:, None, :] < eta[:, :, None]) | (
             (eta[:, None, :] == eta[:, :, None]) & (np.arange(n)[None, None, :]
                                                      < np.arange(n)[None, :, None]))

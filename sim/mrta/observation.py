@@ -6,9 +6,10 @@ version 2 or 3 (``MRTAConfig.obs_layout``), one flat float32 vector per robot (E
 scaled by the ranges):
 
 - ``own`` (4): x / (X/2), y / (Y/2), share of the episode left, has a target (0/1);
-- ``tasks`` (K_t x 10, layout 3: K_t x 14), the robot's current target first, then the known tasks nearest
-  first; a task is known when it is visible (within ``view_range_m``) or named in a heard
-  intention (a neighbour heading there has told where it is): dx / view, dy / view,
+- ``tasks`` (K_t x 10, layout 3: K_t x 14), the robot's current target first, then the known
+  tasks nearest first; a task is known when it is visible (within ``view_range_m``) or
+  named in a heard intention (a neighbour heading there has told where it is): dx / view,
+  dy / view,
   distance / view, level one-hot (3), is my target, intention weight (the sum over heard
   neighbours heading there of ``discount ** eta``, eta = their arrival time in decision
   steps: the paper's path map read at the task), heard neighbours heading there / 3, robots
