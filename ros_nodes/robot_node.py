@@ -290,7 +290,7 @@ class RobotHost:
         robot.own = OwnState(pos, vel, m.matrix_from_quat_xyzw(m.quat(msg.pose.pose.orientation)),
                              m.vec(msg.twist.twist.angular), stamp_s)
         self._tick(robot, now_s, stamp_s)
-        self._low_rate_outputs()
+        self._after_tick()
 
     def on_swarm_state(self, msg: m.MultiDOFJointState) -> None:
         """Every robot's state from one swarm-state message: into the neighbour table, and a
@@ -315,7 +315,7 @@ class RobotHost:
                 due.append(robot)
         if due:  # after the table has every robot of this message
             self._tick_all(due, now_s, stamp_s)
-            self._low_rate_outputs()
+            self._after_tick()
 
     def _goal_callback(self, name: str):
         def on_goal(msg: m.PoseStamped) -> None:
@@ -390,12 +390,12 @@ class RobotHost:
         for robot in late:
             self._tick(robot, self.transport.now_s(), self.transport.now_s())
         if late:
-            self._low_rate_outputs()
+            self._after_tick()
 
-    def _low_rate_outputs(self) -> None:
-        """Status and intentions, when due: run right after a tick, in the slack before the
-        next state, so that they never hold up a tick (as independent timers would, firing
-        just before a state arrives)."""
+    def _after_tick(self) -> None:
+        """The slack after a tick, before the next state: status and intentions when due, then
+        garbage collection, so that neither holds up a tick (as independent timers or the
+        automatic collector would, firing just as a state arrives)."""
         wall = time.monotonic()
         for output in self._outputs:
             output.run_if_due(wall)
