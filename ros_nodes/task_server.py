@@ -4,7 +4,8 @@ Holds the task list of an MRTA preset (``config/mrta/``; tasks of level L need L
 once), publishes it on ``/swarm/tasks`` (std_msgs/String with JSON, latched, on change and
 every second; :mod:`ros_nodes.task_messages`), and every decision step applies the completion
 rule of the simulator (:func:`sim.mrta.coalition.complete`) to the robots' poses
-(``/cfN/pose``) and targets (the last pose of each ``/cfN/intention``): a task is completed
+(``/cfN/pose``) and targets (the last pose of each committed ``/cfN/intention``; tentative
+ones, tagged with their negotiation round, are skipped): a task is completed
 when at least L robots that target it are within ``completion_radius_m`` of it. Completed tasks
 respawn or new ones arrive as the preset says (:func:`sim.mrta.tasks.replenish`). Team return:
 the sum of L^2 over completed tasks. On shutdown it writes ``task_report.json`` into
@@ -20,7 +21,7 @@ import numpy as np
 from ros_nodes import messages as m
 from ros_nodes.node_main import run_node
 from ros_nodes.params import ParamError, spec
-from ros_nodes.task_messages import encode_tasks, intention_from_path
+from ros_nodes.task_messages import encode_tasks, intention_from_path, intention_round
 from ros_nodes.transport import QosKind, Transport, check_robot_name, robot_topic
 from sim.mrta.coalition import complete
 from sim.mrta.config import LEVELS, load_mrta_env
@@ -88,6 +89,12 @@ class TaskServer:
             self.bad_messages += 1
 
     def _on_intention(self, i: int, msg: m.Path) -> None:
+        try:
+            if intention_round(msg) is not None:
+                return  # a tentative choice of a negotiation round: not a target yet
+        except ValueError:
+            self.bad_messages += 1
+            return
         intention = intention_from_path(self.names[i], msg, self.tasks())
         if not np.isfinite(intention.path_m).all():
             self.bad_messages += 1
