@@ -62,7 +62,7 @@ def _nodes(context):
                   output="screen", **fifo,
                   parameters=[{"drones": n, "scenario": scenario, "control_rate_hz": rate,
                                "duration_s": float(arg["duration_s"]),
-                               "publish_goals": not tasks}])]
+                               "hold_at_start": True, "publish_goals": not tasks}])]
     if tasks:
         nodes.append(Node(package="swarm_rl", executable="task_server", name="task_server",
                           output="screen", parameters=[{"robots": names, "preset": preset}]))

@@ -221,7 +221,8 @@ def node_commands(cfg: LaunchConfig, out: Path) -> list[tuple[str, list[str]]]:
     rate_hz = cfg.sim.control_rate_hz or policy_rate_hz(cfg.robots.policy)
     bridge = {"drones": cfg.sim.drones, "scenario": cfg.sim.scenario, "seed": cfg.sim.seed,
               "backend": cfg.sim.backend, "control_rate_hz": rate_hz,
-              "real_time_factor": cfg.sim.real_time_factor, "duration_s": cfg.duration_s,
+              "real_time_factor": cfg.sim.real_time_factor, "hold_at_start": not lockstep,
+              "duration_s": cfg.duration_s,
               "report_dir": str(out), "dds.network": cfg.dds.network,
               "publish_goals": cfg.mission.kind == "goals", **cfg.sim.params}
     cmds = [("sim_bridge", [sys.executable, "-m", "ros_nodes.sim_bridge",

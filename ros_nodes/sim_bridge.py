@@ -70,10 +70,14 @@ class SimBridgeParams:
                                    "with the robots.", min=0.0, max=1000.0)
     lockstep_timeout_s: float = spec(0.5, "Lockstep: longest wait for the robots' commands "
                                      "per tick (wall s).", min=0.001, max=10.0)
-    startup_timeout_s: float = spec(60.0, "Lockstep: longest wait at t = 0 for every robot's "
-                                    "first command (wall s); robot processes start slower "
-                                    "than the bridge on a loaded machine.", min=0.0,
-                                    max=3600.0)
+    startup_timeout_s: float = spec(60.0, "Lockstep, or real time with hold_at_start: "
+                                    "longest wait at t = 0 for every robot's first command "
+                                    "(wall s); robot processes start slower than the bridge "
+                                    "on a loaded machine.", min=0.0, max=3600.0)
+    hold_at_start: bool = spec(False, "Real time: hold t = 0, publishing the first state at "
+                               "the control rate, until every robot has answered once (as "
+                               "lockstep always does), so robots that start after the "
+                               "bridge do not begin on the watchdog. The launcher sets it.")
     duration_s: float = spec(0.0, "Stop after this much simulated time (s); 0: run until "
                              "stopped.", min=0.0, max=86400.0)
     cmd_timeout_s: float = spec(0.2, "No command for this long: hover (s).", min=0.0, max=60.0)
@@ -270,7 +274,7 @@ class SimBridge:
         return bool(self.params.duration_s) and self.t_s >= self.params.duration_s - 1e-9
 
     def wait_for_robots(self, stop: Event, resend_s: float = 0.2) -> None:
-        """Lockstep: hold t = 0, re-sending the first state every ``resend_s`` (wall s), until
+        """Hold t = 0, re-sending the first state every ``resend_s`` (wall s), until
         every robot has answered once or ``startup_timeout_s`` has passed, so that robot
         processes that start slower than the bridge do not miss the flight. Robots still
         silent then are named in a warning and the flight goes on without waiting for them."""
@@ -282,7 +286,7 @@ class SimBridge:
                 lambda: stop.is_set() or bool((seen | self.answered).all()), resend_s)
             seen |= self.answered
         if not seen.all():
-            log.warning("lockstep start: no command from %s after %.0f s; not waiting for them",
+            log.warning("start: no command from %s after %.0f s; not waiting for them",
                         ", ".join(n for n, s in zip(self.names, seen) if not s),
                         self.params.startup_timeout_s)
 
@@ -290,6 +294,8 @@ class SimBridge:
         rtf = self.params.real_time_factor
         if self.lockstep:
             self.wait_for_robots(stop)
+        elif self.params.hold_at_start:
+            self.wait_for_robots(stop, resend_s=self.dt_s / rtf)
         wall0 = time.perf_counter()
         while not (stop.is_set() or self.finished()):
             self.publish_state()
