@@ -101,6 +101,9 @@ class RobotParams:
     task_preset: str = spec("mrta_room_8", "Tasks mission: the MRTA preset (config/mrta/).")
     task_policy: str = spec("greedy", "Tasks mission: greedy, or an exported task policy "
                             "(.onnx).")
+    task_rounds: int = spec(0, "Tasks mission: intention exchanges per decision step; 0: "
+                            "what the task policy was trained with (greedy: the preset's).",
+                            min=0, max=20)
 
 
 @dataclass
@@ -245,7 +248,8 @@ class RobotHost:
             from sim.mrta.config import load_mrta_env
 
             self.task_layer = TaskLayer(transport, self, swarm,
-                                        load_mrta_env(params.task_preset), params.task_policy)
+                                        load_mrta_env(params.task_preset), params.task_policy,
+                                        rounds=params.task_rounds or None)
         else:
             self._outputs.append(LowRateOutput(1.0 / params.intention_rate_hz,
                                                self._publish_intentions))

@@ -48,32 +48,6 @@ TICKS_PER_ROUND = 4
 its slot."""
 
 
-class RangeInbox(IntentionInbox):
-    """:class:`IntentionInbox` whose range check uses where each sender is now (odometry)
-    when known, as the simulator decides who hears whom, else where it published from."""
-
-    def current(self, own_position_m: np.ndarray, now_s: float, own_name: str | None = None,
-                positions: dict[str, np.ndarray] | None = None) -> list[Intention]:
-        own = np.asarray(own_position_m, float).reshape(3)
-        positions = positions or {}
-        out = []
-        for name in sorted(self.latest):
-            msg = self.latest[name]
-            if name == own_name:
-                continue
-            if now_s - msg.stamp_s > self.stale_after_s:
-                self._count_once(msg, "stale")
-                del self.latest[name]
-                continue
-            where = positions.get(name, msg.position_m)
-            if np.linalg.norm(where[:2] - own[:2]) > self.comm_range_m:
-                self._count_once(msg, "out_of_range")
-                continue
-            self._count_once(msg, "accepted")
-            out.append(msg)
-        return out
-
-
 class TaskLayer:
     """Task choice for the robots of one :class:`ros_nodes.robot_node.RobotHost`.
 
@@ -116,12 +90,12 @@ class TaskLayer:
         """Committed targets (task id, -1: none)."""
         self.proposed = {name: NO_TASK for name in host.robots}
         """Each robot's choice in the latest round."""
-        self.inbox = RangeInbox(cfg.comm_range_m, STALE_DECISIONS * cfg.decision_dt_s)
+        self.inbox = IntentionInbox(cfg.comm_range_m, STALE_DECISIONS * cfg.decision_dt_s)
         """Committed intentions."""
         # Round r's tentative intentions: one round old when round r + 1 reads them; older
         # than half a step more they belong to an earlier step (stale).
-        self.tentative = {r: RangeInbox(cfg.comm_range_m,
-                                        self.round_dt_s + 0.5 * cfg.decision_dt_s)
+        self.tentative = {r: IntentionInbox(cfg.comm_range_m,
+                                            self.round_dt_s + 0.5 * cfg.decision_dt_s)
                           for r in range(1, rounds)}
         self.bad_tasks = 0
         self.decisions = 0

@@ -126,10 +126,15 @@ class IntentionInbox:
         self.latest[msg.sender] = msg
         return True
 
-    def current(self, own_position_m: np.ndarray, now_s: float,
-                own_name: str | None = None) -> list[Intention]:
-        """Usable intentions: fresh, within range, not the robot's own; sorted by sender."""
+    def current(self, own_position_m: np.ndarray, now_s: float, own_name: str | None = None,
+                positions: dict[str, np.ndarray] | None = None) -> list[Intention]:
+        """Usable intentions: fresh, within range, not the robot's own; sorted by sender.
+
+        ``positions``: where senders are now (m, world frame; e.g. from odometry), for the
+        range check, as the simulator decides who hears whom; a sender not in it is judged
+        from where it published."""
         own = np.asarray(own_position_m, float).reshape(3)
+        positions = positions or {}
         out = []
         for name in sorted(self.latest):
             msg = self.latest[name]
@@ -139,7 +144,8 @@ class IntentionInbox:
                 self._count_once(msg, "stale")
                 del self.latest[name]
                 continue
-            if np.linalg.norm(msg.position_m[:2] - own[:2]) > self.comm_range_m:
+            where = positions.get(name, msg.position_m)
+            if np.linalg.norm(where[:2] - own[:2]) > self.comm_range_m:
                 self._count_once(msg, "out_of_range")
                 continue
             self._count_once(msg, "accepted")
