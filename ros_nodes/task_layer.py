@@ -25,7 +25,10 @@ with a usable own state at the step's first round:
    :func:`ros_nodes.task_messages.intention_to_path`); the last round commits it: the robot
    publishes its committed intention (target and planned path) and flies to the target at the
    preset's flight height (its goal, set only here; no target: it holds where it is), under
-   its flight policy and CBF shield as always.
+   its flight policy and CBF shield as always. Robots that serve one task together do not
+   share one goal point: each takes its own slot around the task (:func:`coalition_slot`),
+   inside the completion radius, so the flight policy (trained on distinct goals) and the
+   shields do not fight over one point.
 """
 import logging
 import math
@@ -43,9 +46,32 @@ from sim.mrta.intention import NO_TASK, Intention, IntentionInbox
 log = logging.getLogger(__name__)
 STALE_DECISIONS = 3.0
 """Committed intentions older than this many decision steps are stale."""
+SLOT_SPACING_M = 0.4
+"""Coalition members' goals around their task are this far apart (m), more than the shields'
+safety distance (0.3 m by default)."""
+SLOT_RADIUS_FRAC = 0.8
+"""Slots lie at most this share of the task's completion radius from it."""
 TICKS_PER_ROUND = 4
 """The round timer polls the clock this often per round; a round runs at the first poll in
 its slot."""
+
+
+def coalition_slot(task_xy: np.ndarray, task_id: int, members: list[str], me: str,
+                   spacing_m: float, max_radius_m: float) -> np.ndarray:
+    """Goal (x, y) in m, world frame, for robot ``me`` serving the task at ``task_xy`` with
+    ``members`` (every robot it knows to target the task, itself included): slot k (its rank
+    by name) of n on a circle around the task whose radius puts neighbouring slots
+    ``spacing_m`` apart, capped at ``max_radius_m``. The circle's phase depends on the task
+    id alone, so members that know the same coalition choose the same n slots. Alone: the
+    task's own position."""
+    task_xy = np.asarray(task_xy, float)
+    n = len(set(members))
+    if n < 2:
+        return task_xy.copy()
+    k = sorted(set(members)).index(me)
+    radius = min(spacing_m / (2.0 * math.sin(math.pi / n)), max_radius_m)
+    angle = 2.0 * math.pi * k / n + 2.399963 * task_id  # golden angle: tasks differ in phase
+    return task_xy + radius * np.array([math.cos(angle), math.sin(angle)])
 
 
 class TaskLayer:
@@ -201,7 +227,10 @@ class TaskLayer:
             self.targets[name] = choice
             goal = task_position(self.tasks, choice)
             if goal is not None:
-                robot.goal_m = np.array([goal[0], goal[1], self.cfg.flight_height_m])
+                members = [name] + [msg.sender for msg in heard if msg.target_id == choice]
+                xy = coalition_slot(goal[:2], choice, members, name, SLOT_SPACING_M,
+                                    SLOT_RADIUS_FRAC * self.cfg.completion_radius_m)
+                robot.goal_m = np.array([xy[0], xy[1], self.cfg.flight_height_m])
             elif robot.goal_m is None:
                 robot.goal_m = pos.copy()
             self._publish(robot, name, now, self._position(robot, pos), choice, None)

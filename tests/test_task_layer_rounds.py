@@ -15,7 +15,7 @@ import pytest
 
 from ros_nodes import messages as m
 from ros_nodes.dds_transport import DdsTransport
-from ros_nodes.task_layer import TaskLayer
+from ros_nodes.task_layer import TaskLayer, coalition_slot
 from ros_nodes.task_messages import (encode_tasks, intention_from_path, intention_round,
                                      intention_to_path)
 from ros_nodes.task_server import TaskServer, TaskServerParams
@@ -265,3 +265,53 @@ def test_task_layer_decides_as_the_simulator_with_three_rounds():
         assert counts["intentions_malformed"] == 0 and counts["intentions_stale"] == 0
     finally:
         t.close()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8])
+def test_coalition_members_take_distinct_slots_inside_the_completion_radius(n):
+    """Robots serving one task get their own goal around it: each member, knowing the same
+    coalition, picks a different slot; neighbouring slots are >= the spacing apart where the
+    radius cap allows; all lie within the cap; a robot alone flies to the task itself."""
+    task = np.array([1.5, -2.0])
+    members = [f"cf{i}" for i in (7, 2, 11, 4, 9, 1, 3, 5)[:n]]
+    slots = np.array([coalition_slot(task, 7, list(reversed(members)), me, 0.4, 0.4)
+                      for me in members])
+    if n == 1:
+        assert np.array_equal(slots[0], task)
+        return
+    radius = np.linalg.norm(slots - task, axis=1)
+    assert np.allclose(radius, radius[0]) and radius[0] <= 0.4 + 1e-12
+    gaps = np.linalg.norm(slots[:, None] - slots[None], axis=-1)[~np.eye(n, dtype=bool)]
+    assert gaps.min() >= min(0.4, 2 * 0.4 * np.sin(np.pi / n)) - 1e-9
+    other_task = coalition_slot(task, 8, members, members[0], 0.4, 0.4)
+    assert not np.allclose(other_task, slots[0]), "the phase depends on the task"
+
+
+def test_coalition_members_fly_to_their_own_slots():
+    """Two co-hosted robots that choose one level-2 task get different goals around it,
+    each inside the completion radius (not one shared point to fight over)."""
+    dom = 100 + (os.getpid() * 7 + 31) % 120
+    cfg = load_mrta_env("mrta_paper")
+    task = Task(4, (2.0, 1.0, 1.0), 2)
+    host_t = DdsTransport("host", domain_id=dom)
+    clock = Clock(50.0)
+    host_t.now_s = clock
+    try:
+        host = fake_host(host_t, ["cf1", "cf2"])
+        layer = TaskLayer(host_t, host, ["cf1", "cf2"], cfg, "greedy")
+        layer.tasks = [task]
+        place(host.robots["cf1"], (1.0, 1.0, 1.0))
+        place(host.robots["cf2"], (3.0, 1.2, 1.0))
+        wait_matched([host_t], [(host_t, r.intention_pub) for r in host.robots.values()])
+        for r in (1, 2, 3):
+            clock.t = 50.0 + (r - 1) / 3 + 1e-3
+            layer.tick()
+            if r < 3:  # both hear each other's tentative choice before the next round
+                spin_until([host_t], lambda: received(layer, r) >= 2, f"round {r} intentions")
+    finally:
+        host_t.close()
+    assert layer.targets == {"cf1": 4, "cf2": 4}
+    goals = np.array([host.robots[n].goal_m for n in ("cf1", "cf2")])
+    assert np.linalg.norm(goals[0] - goals[1]) >= 0.4 - 1e-9
+    assert (np.linalg.norm(goals[:, :2] - task.position_m[:2], axis=1)
+            <= cfg.completion_radius_m).all()
