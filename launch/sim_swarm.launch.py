@@ -32,7 +32,9 @@ ARGS = {
     "control_rate_hz": ("100", "Odometry / command rate (the shipped policies' rate)."),
     "mission": ("goals", "goals: the scenario's goals; tasks: task_server + task layers."),
     "task_preset": ("mrta_room_8", "tasks mission: MRTA preset name or YAML path."),
-    "task_policy": ("greedy", "tasks mission: greedy, or an exported task policy (.onnx)."),
+    "task_policy": ("", "tasks mission: greedy, or an exported task policy (.onnx) trained "
+                    "on task_preset; empty: policies/mrta_room_8.onnx for mrta_room_8, "
+                    "else greedy."),
     "realtime_priority": ("0", "1-99: sim_bridge and robot nodes under SCHED_FIFO (chrt -f N; "
                                "needs root or CAP_SYS_NICE); 0: the default scheduler."),
 }
@@ -52,6 +54,8 @@ def _nodes(context):
         raise ValueError(f"mission:={arg['mission']}: expected goals or tasks")
     tasks = arg["mission"] == "tasks"
     preset = arg["task_preset"]
+    task_policy = arg["task_policy"] or (str(share / "policies" / "mrta_room_8.onnx")
+                                         if preset == "mrta_room_8" else "greedy")
     if tasks and not preset.endswith((".yaml", ".yml")):
         preset = str(share / "config" / "mrta" / f"{preset}.yaml")
     priority = int(arg["realtime_priority"])
@@ -66,7 +70,7 @@ def _nodes(context):
     if tasks:
         nodes.append(Node(package="swarm_rl", executable="task_server", name="task_server",
                           output="screen", parameters=[{"robots": names, "preset": preset}]))
-    mission = ({"mission": "tasks", "task_preset": preset, "task_policy": arg["task_policy"]}
+    mission = ({"mission": "tasks", "task_preset": preset, "task_policy": task_policy}
                if tasks else {})
     for node, hosted in host_groups(names, int(arg["robots_per_process"])):
         nodes.append(Node(
