@@ -62,13 +62,18 @@ def test_task_list_encoding_and_its_validation():
 
 
 @pytest.mark.slow
-def test_task_mission_forms_coalitions_over_dds(tmp_path):
-    dom = 100 + (os.getpid() * 7 + 17) % 120
+@pytest.mark.parametrize("task_policy", ["greedy", "policies/mrta_room_8.onnx"])
+def test_task_mission_forms_coalitions_over_dds(tmp_path, task_policy):
+    """The mission as processes, with the greedy rule and with the shipped task policy (the
+    mission's default, run by each robot's task layer in its three negotiation rounds)."""
+    dom = 100 + (os.getpid() * 7 + 17 + len(task_policy)) % 120
     cfg = LaunchConfig(
         duration_s=25.0, out=str(tmp_path / "run"),
         sim=SimSection(drones=8, scenario="static_formation", seed=1, real_time_factor=0.0),
         robots=RobotsSection(policy=str(REPO / "policies" / "formation_velocity_8.onnx")),
-        mission=MissionSection(kind="tasks", preset="mrta_room_8", policy="greedy"),
+        mission=MissionSection(kind="tasks", preset="mrta_room_8",
+                               policy=task_policy if task_policy == "greedy"
+                               else str(REPO / task_policy)),
         dds=DdsSection(domain_id=dom)).validate("test")
     s = run_launch(cfg, progress=False)
     assert all(code == 0 for code in s["exit_codes"].values()), s["exit_codes"]
