@@ -443,6 +443,9 @@ def summarise(cfg: LaunchConfig, bridge: dict[str, Any], status: dict[str, dict[
         "crash_rate": bridge["crash_rate"], "min_separation_m": bridge["min_separation_m"],
         "final_distance_m": bridge["final_distance_m"],
         "latency_p50_ms": bridge["latency_p50_ms"], "latency_p99_ms": bridge["latency_p99_ms"],
+        "ticks_answered_share": (sum(bridge["ticks_answered"])
+                                 / (bridge["drones"] * bridge["ticks"])
+                                 if bridge["ticks"] else None),
         "watchdog_hover": sum(bridge["watchdog_hover"]),
         "watchdog_land": sum(bridge["watchdog_land"]),
         **robot_totals(status), "interrupted": interrupted,
@@ -469,6 +472,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
             ("state-to-command latency p50 / p99 (ms)",
              f"{fmt(s['latency_p50_ms'], '{:.2f}')} / {fmt(s['latency_p99_ms'], '{:.2f}')}"),
             ("policy inference p99 (us)", fmt(s["policy_latency_p99_us"], "{:.0f}")),
+            ("ticks answered within the tick", fmt(s.get("ticks_answered_share"), "{:.1%}")),
             ("watchdog hover / land events", f"{s['watchdog_hover']} / {s['watchdog_land']}")]
     if "link_losses" in s:
         rows += [("landed at the end", ", ".join(f"{k} {v}" for k, v in s["landed"].items())),

@@ -119,6 +119,8 @@ class SimBridge:
         """Bridge-clock time each drone's newest command arrived (the start before the first:
         drones spawn hovering, and the watchdog counts from there)."""
         self.answered = np.zeros(n, bool)
+        self.ticks_answered = np.zeros(n, int)
+        """Flight ticks (not the hold at t = 0) each robot answered before the next one."""
         self.missed = np.zeros(n, int)
         self.landing = np.zeros(n, bool)
         self.motors_off = np.zeros(n, bool)
@@ -309,6 +311,7 @@ class SimBridge:
                 deadline = wall0 + (self.steps + 1) * self.dt_s / rtf
                 self.transport.spin_until(lambda: stop.is_set(),
                                           max(0.0, deadline - time.perf_counter()))
+            self.ticks_answered += self.answered
             self.step()
         self.wall_s = time.perf_counter() - wall0
 
@@ -327,6 +330,7 @@ class SimBridge:
             "latency_p99_ms": float(np.nanpercentile(lat, 99)),
             "latency_samples": int(np.isfinite(lat).sum()),
             "commands": self.commands.tolist(), "bad_commands": self.bad_commands.tolist(),
+            "ticks": self.steps, "ticks_answered": self.ticks_answered.tolist(),
             "watchdog_hover": self.watchdog_events["hover"].tolist(),
             "watchdog_land": self.watchdog_events["land"].tolist(),
             "emergency": self.motors_off.tolist(), "names": self.names,

@@ -118,4 +118,6 @@ def test_bridge_waits_at_t0_for_robots_that_start_late(tmp_path, pacing):
     assert report["sim_seconds"] == 1.0
     # in real time the answer to the last state or two may land after the flight's end
     assert min(report["commands"]) >= (50 if lockstep else 45)
+    assert report["ticks"] == 50, "the hold at t = 0 is not part of the flight"
+    assert min(report["ticks_answered"]) >= (50 if lockstep else 45)
     assert report["watchdog_hover"] == [0, 0], "every tick was answered: no watchdog hover"
