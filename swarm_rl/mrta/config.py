@@ -55,6 +55,11 @@ class MRTATrainConfig:
     policies): potential -c while a robot targets a task that L others reach before it
     (:meth:`sim.mrta.env.MRTAVecEnv.redundant`), so leaving such a task pays c at once. 0:
     off (the shared team reward alone)."""
+    init: str = ""
+    """Path of an earlier MRTA run's ``checkpoint.pt`` whose actor, critic and value
+    normaliser this run starts from (fine-tuning, e.g. on one preset of a mixed run); the
+    optimizer, step count and learning-rate schedule start afresh. The model and observation
+    layout must match. Empty: fresh weights."""
     preset: str = ""
     """Name of the preset this run came from (recorded in the exported policy)."""
     mix: list[str] = field(default_factory=list)

@@ -32,6 +32,7 @@ from sim.mrta.config import LEVELS
 from sim.mrta.env import MRTAStep, MRTAVecEnv
 from sim.mrta.observation import MRTAObservation
 from swarm_rl import files
+from swarm_rl.errors import CheckpointError
 from swarm_rl.files import json_safe
 from swarm_rl.models import RunningNorm
 from swarm_rl.mrta.config import MRTATrainConfig, mrta_train_config_from_dict
@@ -133,12 +134,24 @@ class MRTATrainer:
         self.value_norm = RunningNorm(1, clip=1e9)
         params = list(self.actor.parameters()) + list(self.critic.parameters())
         self.optimizer = torch.optim.Adam(params, lr=cfg.ppo.lr, eps=1e-5)
+        if cfg.init:
+            self._init_from(Path(cfg.init))
         self.update_index = 0
         self.steps = 0
         self.wall_s = 0.0
         self.obs = self.env.reset()
         self.recent: list[dict[str, float]] = []
         files.write_json(self.out_dir / "config.json", cfg.to_dict())
+
+    def _init_from(self, path: Path) -> None:
+        """Start from the actor, critic and value normaliser of another run's checkpoint
+        (``init``); optimizer, steps and schedule stay fresh."""
+        data = load_checkpoint(path)
+        if data.get("kind") != "mrta":
+            raise CheckpointError(f"{path}: init: not an MRTA training checkpoint")
+        load_module_state(self.actor, data["actor"], "actor", path)
+        load_module_state(self.critic, data["critic"], "critic", path)
+        self.value_norm.load_state_dict(data["value_norm"])
 
     def _global(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Critic state repeated for each agent: (E N, N, 5), (E N, M, 7), (E N, M)."""
