@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from sim.mrta.config import load_mrta_env
-from swarm_rl.errors import PolicyFileError, PolicyMismatchError
+from swarm_rl.errors import CheckpointError, PolicyFileError, PolicyMismatchError
 from swarm_rl.mrta.config import load_mrta_preset
 from swarm_rl.mrta.evaluate import Method, chooser_allocator, run_method
 from swarm_rl.mrta.export import export_task_policy
 from swarm_rl.mrta.onnx_policy import TaskPolicy
 from swarm_rl.mrta.train import MRTATrainer
+from swarm_rl.train.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,6 +74,34 @@ def test_resume_continues_the_run_exactly(tmp_path):
     for (name, a), b in zip(straight.actor.state_dict().items(),
                             resumed.actor.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_init_starts_from_another_runs_networks_with_a_fresh_schedule(tmp_path):
+    """``init`` (fine-tuning a shipped task policy): the new run starts with the source run's
+    actor, critic and value normaliser, at step 0 with a fresh optimizer; a checkpoint that
+    is not an MRTA run's is refused by name."""
+    source = MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", "total_steps=80"]),
+                         tmp_path / "src")
+    source.train(progress_bar=False)
+    ckpt = tmp_path / "src" / "checkpoint.pt"
+    tuned = MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", "total_steps=80",
+                                                        "seed=3", f"init={ckpt}"]),
+                        tmp_path / "ft")
+    for net in ("actor", "critic", "value_norm"):
+        for (name, a), b in zip(getattr(source, net).state_dict().items(),
+                                getattr(tuned, net).state_dict().values()):
+            assert torch.equal(a, b), f"{net}.{name}"
+    assert tuned.steps == 0 and tuned.update_index == 0
+    assert not tuned.optimizer.state_dict()["state"], "the optimizer starts afresh"
+    fresh = MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", "seed=3"]),
+                        tmp_path / "fresh")
+    assert not all(torch.equal(a, b) for a, b in zip(fresh.actor.state_dict().values(),
+                                                    tuned.actor.state_dict().values()))
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {"actor": source.actor.state_dict()})  # a flight run's shape
+    with pytest.raises(CheckpointError, match="not an MRTA training checkpoint"):
+        MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", f"init={other}"]),
+                    tmp_path / "bad")
 
 
 def test_deploy_side_imports_neither_torch_nor_pybullet():
