@@ -40,7 +40,7 @@ from ros_nodes.task_messages import (decode_tasks, intention_from_path, intentio
                                      intention_to_path)
 from ros_nodes.transport import QosKind, Transport, robot_topic
 from sim.mrta.config import MRTAConfig
-from sim.mrta.decide import Task, choose_target, make_intention, task_position
+from sim.mrta.decide import Task, choose_target, make_intention, task_goal
 from sim.mrta.intention import NO_TASK, Intention, IntentionInbox
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,7 @@ class TaskLayer:
                 raise ValueError(f"intention: round {tag[0]} of {tag[1]}, this robot "
                                  f"negotiates in {self.rounds} rounds")
         except ValueError as exc:  # counted with the malformed ones, never used
-            self.inbox.counts["received"] += 1
-            self.inbox.counts["malformed"] += 1
-            self.inbox.last_reason = str(exc)
+            self.inbox.reject(str(exc))
             return
         inbox = self.inbox if tag is None else self.tentative[tag[0]]
         inbox.receive(intention_from_path(sender, msg, self.tasks))
@@ -225,12 +223,12 @@ class TaskLayer:
                 self._publish(robot, name, now, pos, choice, r)
                 continue
             self.targets[name] = choice
-            goal = task_position(self.tasks, choice)
+            goal = task_goal(self.tasks, choice, self.cfg)
             if goal is not None:
                 members = [name] + [msg.sender for msg in heard if msg.target_id == choice]
-                xy = coalition_slot(goal[:2], choice, members, name, SLOT_SPACING_M,
-                                    SLOT_RADIUS_FRAC * self.cfg.completion_radius_m)
-                robot.goal_m = np.array([xy[0], xy[1], self.cfg.flight_height_m])
+                goal[:2] = coalition_slot(goal[:2], choice, members, name, SLOT_SPACING_M,
+                                          SLOT_RADIUS_FRAC * self.cfg.completion_radius_m)
+                robot.goal_m = goal
             elif robot.goal_m is None:
                 robot.goal_m = pos.copy()
             self._publish(robot, name, now, self._position(robot, pos), choice, None)
@@ -293,11 +291,9 @@ class TaskLayer:
 
     def _publish(self, robot, name: str, now: float, pos: np.ndarray, target: int,
                  r: int | None) -> None:
-        goal = task_position(self.tasks, target)
-        if goal is not None:
-            goal = np.array([goal[0], goal[1], self.cfg.flight_height_m])
         intention = make_intention(name, now, pos, target, self.tasks, self.cfg)
-        robot.intention_pub.publish(intention_to_path(intention, goal, r, self.rounds))
+        robot.intention_pub.publish(intention_to_path(
+            intention, task_goal(self.tasks, target, self.cfg), r, self.rounds))
 
     def status_values(self, name: str) -> dict[str, object]:
         out: dict[str, object] = {"task_target": self.targets.get(name, NO_TASK),

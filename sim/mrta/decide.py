@@ -153,14 +153,19 @@ def task_position(tasks: Sequence[Task], task_id: int) -> np.ndarray | None:
     return None
 
 
+def task_goal(tasks: Sequence[Task], task_id: int, cfg: MRTAConfig) -> np.ndarray | None:
+    """Where a robot serving task ``task_id`` flies: the task's (x, y) at the preset's flight
+    height (ENU (3,), m); None for no such task or -1."""
+    pos = task_position(tasks, task_id)
+    return None if pos is None else np.array([pos[0], pos[1], cfg.flight_height_m])
+
+
 def make_intention(sender: str, stamp_s: float, own_position_m: np.ndarray, target_id: int,
                    tasks: Sequence[Task], cfg: MRTAConfig) -> Intention:
     """The intention to publish: target id and the straight planned path to it at the
     flight height (ENU, one point per decision step; :func:`intention_path`)."""
     own = np.asarray(own_position_m, float).reshape(3)
-    goal = task_position(tasks, target_id)
-    if goal is not None:
-        goal = np.array([goal[0], goal[1], cfg.flight_height_m])
+    goal = task_goal(tasks, target_id, cfg)
     path = intention_path(own, goal, cfg.step_length_m, cfg.intention_horizon)
     return Intention(sender, float(stamp_s), int(target_id) if goal is not None else NO_TASK,
                      path)

@@ -113,18 +113,24 @@ class IntentionInbox:
 
     def receive(self, msg: object) -> bool:
         """Store ``msg`` if well formed and newer than what its sender sent before."""
-        self.counts["received"] += 1
         reason = check_intention(msg, self.max_points)
         if reason is not None:
-            self.counts["malformed"] += 1
-            self.last_reason = reason
+            self.reject(reason)
             return False
+        self.counts["received"] += 1
         held = self.latest.get(msg.sender)
         if held is not None and msg.stamp_s < held.stamp_s:
             self.counts["out_of_order"] += 1
             return False
         self.latest[msg.sender] = msg
         return True
+
+    def reject(self, reason: str) -> None:
+        """Count a received message that could not be used (malformed, ``reason`` says why),
+        for a decoder that found it unusable before it became an :class:`Intention`."""
+        self.counts["received"] += 1
+        self.counts["malformed"] += 1
+        self.last_reason = reason
 
     def current(self, own_position_m: np.ndarray, now_s: float, own_name: str | None = None,
                 positions: dict[str, np.ndarray] | None = None) -> list[Intention]:
