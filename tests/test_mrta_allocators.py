@@ -114,7 +114,7 @@ def test_market_prefers_the_higher_fitness_coalition():
     assert out.tolist() == [1, 1, 1]  # 9 exp(-0.1 x 2.06) = 7.3 beats 1 exp(-0.1) = 0.9
 
 
-@pytest.mark.parametrize("layout", [2, 3])
+@pytest.mark.parametrize("layout", [2, 3, 4])
 def test_robot_decision_api_sees_what_the_simulator_sees(layout):
     cfg = MRTAConfig(obs_layout=layout).validate()
     env = MRTAVecEnv(cfg, 1)

@@ -140,3 +140,30 @@ def test_a_task_named_in_a_heard_intention_is_choosable_beyond_view_range():
         assert known == ([0, -1] if sharing else [-1, -1])
         if sharing:  # robot 1 can join robot 2's task
             assert env.actions_to_targets(np.array([[0, 2]]))[0, 0] == 0
+
+
+@pytest.mark.parametrize("layout, sharing, robot_2_x, known", [
+    (4, True, 3.0, True),     # robot 2 (in radio range) sees the task: shared sighting
+    (3, True, 3.0, False),    # layout 3: only own sightings and heard intentions
+    (4, False, 3.0, False),   # sharing off: nothing is told
+    (4, True, 5.0, False),    # robot 2 sees it but is 9 m away, beyond comm range
+])
+def test_layout_4_knows_the_tasks_a_neighbour_in_radio_range_sees(layout, sharing, robot_2_x,
+                                                                  known):
+    cfg = MRTAConfig(world_size_m=(20.0, 20.0), num_robots=2, initial_tasks=[1, 0, 0],
+                     max_tasks=2, task_mode="arrival", arrival_rate=0.0,
+                     arrival_region_m=(0.0, 0.0, 10.0, 10.0), view_range_m=5.0,
+                     comm_range_m=8.0, task_slots=2, neighbour_slots=1, obs_layout=layout,
+                     intention_sharing=sharing).validate()
+    env = MRTAVecEnv(cfg, 1)
+    env.reset([0])
+    env.robot_xy[0] = [[-4.0, 0.0], [robot_2_x, 0.0]]
+    env.tasks.xy[0, 0] = [4.0, 3.0]  # 8.5 m from robot 1; robot 2 sees it, targets nothing
+    env.target[0] = [-1, -1]
+    obs = env.observe()
+    assert obs.slot_task[0, 0].tolist() == ([0, -1] if known else [-1, -1])
+    assert obs.slot_task[0, 1].tolist() == [0, -1]  # robot 2 sees it itself
+    if known:  # the relayed task is offered with its true geometry
+        task0 = obs.obs[0, 0][MRTALayout.of(cfg).slices["tasks"]].reshape(2, -1)[0]
+        np.testing.assert_allclose(task0[:3], np.array([8.0, 3.0, np.hypot(8.0, 3.0)]) / 5.0,
+                                   atol=1e-6)

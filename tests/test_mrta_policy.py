@@ -78,21 +78,25 @@ def test_resume_continues_the_run_exactly(tmp_path):
 
 def test_init_starts_from_another_runs_networks_with_a_fresh_schedule(tmp_path):
     """``init`` (fine-tuning a shipped task policy): the new run starts with the source run's
-    actor, critic and value normaliser, at step 0 with a fresh optimizer; a checkpoint that
-    is not an MRTA run's is refused by name."""
+    actor, critic and value normaliser, at step 0 with a fresh optimizer, from its checkpoint
+    or from the small shippable init file; a checkpoint that is not an MRTA run's is refused
+    by name."""
     source = MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", "total_steps=80"]),
                          tmp_path / "src")
     source.train(progress_bar=False)
     ckpt = tmp_path / "src" / "checkpoint.pt"
-    tuned = MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", "total_steps=80",
-                                                        "seed=3", f"init={ckpt}"]),
-                        tmp_path / "ft")
-    for net in ("actor", "critic", "value_norm"):
-        for (name, a), b in zip(getattr(source, net).state_dict().items(),
-                                getattr(tuned, net).state_dict().values()):
-            assert torch.equal(a, b), f"{net}.{name}"
-    assert tuned.steps == 0 and tuned.update_index == 0
-    assert not tuned.optimizer.state_dict()["state"], "the optimizer starts afresh"
+    small = source.save_init(tmp_path / "src" / "init.pt")
+    assert small.stat().st_size < 0.6 * ckpt.stat().st_size
+    for init in (ckpt, small):
+        tuned = MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", "total_steps=80",
+                                                            "seed=3", f"init={init}"]),
+                            tmp_path / f"ft_{init.stem}")
+        for net in ("actor", "critic", "value_norm"):
+            for (name, a), b in zip(getattr(source, net).state_dict().items(),
+                                    getattr(tuned, net).state_dict().values()):
+                assert torch.equal(a, b), f"{net}.{name}"
+        assert tuned.steps == 0 and tuned.update_index == 0
+        assert not tuned.optimizer.state_dict()["state"], "the optimizer starts afresh"
     fresh = MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", "seed=3"]),
                         tmp_path / "fresh")
     assert not all(torch.equal(a, b) for a, b in zip(fresh.actor.state_dict().values(),
@@ -111,3 +115,16 @@ def test_deploy_side_imports_neither_torch_nor_pybullet():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", ["mrta_paper", "mrta_paper_respawn", "mrta_room_8"])
+def test_shipped_init_file_holds_the_shipped_policy(tmp_path, name):
+    """A shipped ``policies/NAME.init.pt`` (what fine-tuning presets start from) exports to a
+    policy that makes the shipped ONNX file's choices, so the fine-tuning reruns from a clean
+    clone on the networks the report describes."""
+    onnx = export_task_policy(REPO / "policies" / f"{name}.init.pt", tmp_path / "p.onnx")
+    ours, shipped = TaskPolicy(onnx["path"]), TaskPolicy(REPO / "policies" / f"{name}.onnx")
+    assert ours.layout == shipped.layout
+    obs = np.random.default_rng(0).random((4096, ours.layout.dim)).astype(np.float32)
+    obs[:, ours.layout.slices["action_mask"]] = 1.0
+    np.testing.assert_array_equal(ours(obs), shipped(obs))

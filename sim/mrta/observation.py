@@ -2,13 +2,15 @@
 
 Batched over E environments x N robots (numpy), used by the training env, by evaluation and,
 with E = 1, by a robot node on live data (:func:`sim.mrta.decide.observe_robot`). Layout
-version 2 or 3 (``MRTAConfig.obs_layout``), one flat float32 vector per robot (ENU, distances
+version 2, 3 or 4 (``MRTAConfig.obs_layout``), one flat float32 vector per robot (ENU, distances
 scaled by the ranges):
 
 - ``own`` (4): x / (X/2), y / (Y/2), share of the episode left, has a target (0/1);
 - ``tasks`` (K_t x 10, layout 3: K_t x 14), the robot's current target first, then the known
   tasks nearest first; a task is known when it is visible (within ``view_range_m``) or
-  named in a heard intention (a neighbour heading there has told where it is): dx / view,
+  named in a heard intention (a neighbour heading there has told where it is), and in
+  layout 4 also when a neighbour within ``comm_range_m`` sees it (shared sightings; the
+  features are layout 3's): dx / view,
   dy / view,
   distance / view, level one-hot (3), is my target, intention weight (the sum over heard
   neighbours heading there of ``discount ** eta``, eta = their arrival time in decision
@@ -37,16 +39,18 @@ import numpy as np
 
 from sim.mrta.config import LEVELS, MRTAConfig
 
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 """The newest layout (the default for new policies is still ``MRTAConfig.obs_layout``).
-3: layout 2 plus four coalition features per task (who is ahead of me, how many places are
-left for me, free and any neighbours closer to the task than me); 2: tasks named in heard
-intentions are known (observable and choosable) beyond view range; 1 offered visible tasks
-only (1 and 2 agree when intention sharing is off)."""
-LAYOUT_VERSIONS = (2, 3)
+4: layout 3's features, and a task that a neighbour within comm range sees is known too
+(robots share their sightings, as the market's project managers tell bidders of tasks the
+bidders cannot see); 3: layout 2 plus four coalition features per task (who is ahead of
+me, how many places are left for me, free and any neighbours closer to the task than me);
+2: tasks named in heard intentions are known (observable and choosable) beyond view range;
+1 offered visible tasks only (1 and 2 agree when intention sharing is off)."""
+LAYOUT_VERSIONS = (2, 3, 4)
 """Layouts this code builds (a policy records its own; evaluation builds that one for it)."""
 OWN_DIM = 4
-TASK_FEATS_BY_VERSION = {2: 10, 3: 14}
+TASK_FEATS_BY_VERSION = {2: 10, 3: 14, 4: 14}
 TASK_FEATS = TASK_FEATS_BY_VERSION[2]
 """Task features of layout 2 (the first ten of every layout)."""
 NEIGHBOUR_FEATS = 6
@@ -154,8 +158,14 @@ def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
     # Tasks: own target first, then the known ones nearest first.
     rel = task_xy[:, None, :, :] - robot_xy[:, :, None, :]  # (E, N, M, 2)
     dist = np.linalg.norm(rel, axis=-1)
+    rr = robot_xy[:, None, :, :] - robot_xy[:, :, None, :]  # [e, i, k] = x_k - x_i
+    rdist = np.linalg.norm(rr, axis=-1)
+    nb_known = neighbour_heard & (rdist <= comm)  # [e, i, k]: i knows where k is
+    seen = dist <= view
+    if layout.version >= 4 and cfg.intention_sharing:
+        seen = seen | (np.einsum("eik,ekm->eim", nb_known.astype(float), seen) > 0)
     mine = (np.arange(m)[None, None, :] == target[..., None]) & task_active[:, None, :]
-    known = (task_active[:, None, :] & ((dist <= view) | (c_task > 0))) | mine
+    known = (task_active[:, None, :] & (seen | (c_task > 0))) | mine
     order, valid = _nearest(np.where(mine, -1.0, np.where(known, dist, np.inf)), kt)
     gather = lambda a: np.take_along_axis(a, order, axis=-1)  # noqa: E731
     level = np.broadcast_to(task_level[:, None, :], (e, n, m))
@@ -181,8 +191,6 @@ def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
         ahead_k = (intent_eta[:, None, :, None] <= my_eta[:, :, None, :])  # [e, i, k, m]
         ahead = np.einsum("eik,eikm,ekm->eim", heard, ahead_k.astype(float), onehot)
         closer = (dist[:, None, :, :] < dist[:, :, None, :])  # [e, i, k, m]: k closer than i
-        nb_known = neighbour_heard & (np.linalg.norm(
-            robot_xy[:, None] - robot_xy[:, :, None], axis=-1) <= comm)
         # (E, K) announced no target (unknown without sharing: nobody counts as free)
         free = (intent_slot < 0) & bool(cfg.intention_sharing)
         closer_any = np.einsum("eik,eikm->eim", nb_known.astype(float), closer.astype(float))
@@ -197,10 +205,7 @@ def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
     slot_task = np.where(valid, order, -1)
 
     # Neighbours: nearest within comm range.
-    rr = robot_xy[:, None, :, :] - robot_xy[:, :, None, :]  # [e, i, k] = x_k - x_i
-    rdist = np.linalg.norm(rr, axis=-1)
-    near = neighbour_heard & (rdist <= comm)
-    n_order, n_valid = _nearest(np.where(near, rdist, np.inf), kn)
+    n_order, n_valid = _nearest(np.where(nb_known, rdist, np.inf), kn)
     ngather = lambda a: np.take_along_axis(a, n_order, axis=-1)  # noqa: E731
     nb = np.zeros((e, n, kn, NEIGHBOUR_FEATS))
     nb[..., 0] = ngather(rr[..., 0]) / comm

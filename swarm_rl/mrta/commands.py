@@ -16,7 +16,8 @@ def is_mrta(preset_or_scenario: str) -> bool:
 
 def train(preset: str, steps: int | None, out: Path | None, resume: Path | None,
           overrides: list[str]) -> tuple[str, dict[str, Any]]:
-    """Train (or resume) the task policy; export ``policy.onnx`` into the run directory."""
+    """Train (or resume) the task policy; export ``policy.onnx`` and write ``init.pt`` (the
+    networks for a later ``init``, :meth:`MRTATrainer.save_init`) into the run directory."""
     from swarm_rl.mrta.config import load_mrta_preset
     from swarm_rl.mrta.export import export_task_policy
     from swarm_rl.mrta.train import CHECKPOINT_NAME, MRTATrainer
@@ -31,6 +32,7 @@ def train(preset: str, steps: int | None, out: Path | None, resume: Path | None,
         trainer = MRTATrainer(cfg, run_dir)
     last = trainer.train()
     summary = export_task_policy(run_dir / CHECKPOINT_NAME, run_dir / "policy.onnx")
+    trainer.save_init(run_dir / "init.pt")
     result = {"run_dir": str(run_dir), "steps": trainer.steps, "wall_s": trainer.wall_s,
               "steps_per_s": trainer.steps / max(trainer.wall_s, 1e-9),
               "policy": summary["path"], "final": last}

@@ -323,6 +323,17 @@ class MRTATrainer:
         })
         return path
 
+    def save_init(self, path: Path) -> Path:
+        """Write what ``init`` reads (actor, critic, value normaliser, config, steps) without
+        the optimizer and the environments: a file small enough to ship next to a policy
+        (``policies/NAME.init.pt``) so that its fine-tuning can be rerun from a clean clone."""
+        save_checkpoint(Path(path), {
+            "kind": "mrta", "config": self.cfg.to_dict(),
+            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+            "value_norm": self.value_norm.state_dict(), "steps": self.steps,
+        })
+        return Path(path)
+
     @classmethod
     def resume(cls, run_dir: Path, total_steps: int | None = None) -> "MRTATrainer":
         """Continue the run in ``run_dir`` from its last checkpoint (optionally with a new
