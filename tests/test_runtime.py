@@ -220,6 +220,38 @@ def test_snapshot_keeps_range_inflates_stale_and_drops_old():
     np.testing.assert_array_equal(feats[:, 3:], np.tile(vel, (3, 1)))
 
 
+def test_snapshot_stack_is_each_observers_snapshot_and_features():
+    """The stacked snapshot of co-hosted observers (one sort and gather for all) gives each
+    observer the snapshot and the features it gets alone: equal-distance neighbours (ties by
+    name), stale and dropped entries, an observer the table does not hold, and features of a
+    subset of the observers (the robots without a rejected input)."""
+    rng = np.random.default_rng(3)
+    table = _table(k=2, stale_after_s=0.5, drop_after_s=2.0, inflate_mps=0.5)
+    grid = np.array([[x, y, 1.0] for x in (-0.5, 0.0, 0.5) for y in (-0.5, 0.0, 0.5)])
+    for i, p in enumerate(grid):  # a grid: many exact ties in distance
+        table.update(f"cf{9 - i}", 10.0 - (0.75 if i % 3 == 0 else 0.0) - (2.5 if i == 4 else 0),
+                     p, rng.normal(0.0, 0.3, 3))
+    names = ["cf1", "cf5", "cf9", "other", None]
+    own_pos = np.vstack([grid[8], grid[4], grid[0], [0.1, 0.2, 1.3], [0.0, 0.0, 1.0]])
+    own_vel = rng.normal(0.0, 0.3, (5, 3))
+    stack = table.snapshot_stack(names, own_pos, 10.0)
+    for name, pos, snap in zip(names, own_pos, stack.snapshots):
+        alone = table.snapshot(name, pos, 10.0)
+        assert snap.names == alone.names and len(snap) == len(alone)
+        for field in ("pos_m", "vel_mps", "age_s", "extra_radius_m", "distance_m"):
+            np.testing.assert_array_equal(getattr(snap, field), getattr(alone, field))
+    assert any(len(set(s.distance_m.tolist())) < len(s) for s in stack.snapshots)  # ties
+    rows = np.array([0, 2, 3])
+    feats, mask = table.features_stack(stack, rows, own_pos[rows], own_vel[rows])
+    want = table.features_many([stack.snapshots[b] for b in rows], own_pos[rows], own_vel[rows])
+    np.testing.assert_array_equal(feats, want[0])
+    np.testing.assert_array_equal(mask, want[1])
+    empty = _table().snapshot_stack(["cf1", "cf2"], own_pos[:2], 0.0)
+    assert [len(s) for s in empty.snapshots] == [0, 0]
+    feats, mask = _table().features_stack(empty, np.arange(2), own_pos[:2], own_vel[:2])
+    assert feats.shape == (2, K, 6) and not mask.any()
+
+
 def test_observation_features_pad_when_nobody_is_near():
     table = _table(k=2)
     feats, mask = table.observation_features("cf1", [0.0, 0.0, 1.0], [0.0, 0.0, 0.0], 0.0)
@@ -525,6 +557,48 @@ def test_step_robots_gives_each_robot_what_step_gives_it(seed):
     assert batch[6].diagnostics.reasons == ("goal_invalid",)
     acted = [c.diagnostics.shield_intervened for c in batch[:9] if c.mode is CommandMode.POLICY]
     assert any(acted) and not all(acted), "both the stacked fast path and QP solves ran"
+
+
+def test_step_robots_handles_non_finite_rows_of_the_batched_policy_call():
+    """Rows of the one batched policy call that come back non-finite hover with
+    ``policy_action_nonfinite``; the other robots' setpoints are those of one step each."""
+    policy = OnnxPolicy(ROOT / "policies" / "formation_velocity_8.onnx")
+
+    class HalfNaN:  # the shipped policy, NaN where the goal lies in -x (obs[0] > 0)
+        def __getattr__(self, name):
+            return getattr(policy, name)
+
+        def __call__(self, obs):
+            action = np.array(policy(obs), dtype=np.float32)
+            action[np.asarray(obs)[..., 0] > 0] = np.nan
+            return action
+
+    rng = np.random.default_rng(0)
+    n, now = 6, 5.0
+    pos = rng.uniform([-2.0, -2.0, 0.8], [2.0, 2.0, 1.8], (n, 3))
+    goals = list(pos + rng.uniform(-1.0, 1.0, (n, 3)))
+    owns = [_own(pos[i], stamp_s=now) for i in range(n)]
+    wrapped = HalfNaN()
+
+    def controllers() -> list[RobotController]:
+        table = NeighbourTable(policy.neighbours_k, policy.neighbour_range_m, 0.1, 1.0, 1.0)
+        for i in range(n):
+            table.update(f"cf{i + 1}", now, pos[i], np.zeros(3))
+        out = [RobotController(policy, table, f"cf{i + 1}", shield=CBFShield())
+               for i in range(n)]
+        for c in out:
+            c.policy = wrapped
+        return out
+
+    batch = step_robots(controllers(), now, owns, goals)
+    single = [c.step(now, own, goal) for c, own, goal in zip(controllers(), owns, goals)]
+    nan_rows = [bool(pos[i, 0] - goals[i][0] > 0) for i in range(n)]
+    assert any(nan_rows) and not all(nan_rows)
+    for a, b, nan in zip(batch, single, nan_rows):
+        assert (a.mode, a.diagnostics.reasons) == (b.mode, b.diagnostics.reasons)
+        assert (a.diagnostics.reasons == ("policy_action_nonfinite",)) == nan
+        np.testing.assert_allclose(a.velocity_mps, b.velocity_mps, atol=1e-5)
+        assert a.yaw_rate_rad_s == pytest.approx(b.yaw_rate_rad_s, abs=1e-5)
 
 
 _LIMITS = {"pos": 1e3, "vel": 50.0, "omega": 100.0}  # runtime.neighbours / runtime.robot

@@ -406,6 +406,31 @@ def test_filter_many_gives_each_robot_what_filter_gives_it(seed):
     assert (solved >= 3) if crowded else (screened >= 6), (screened, solved)
 
 
+def test_filter_many_sends_robots_with_non_finite_input_to_filter():
+    """The stacked finiteness check: a NaN neighbour row, an infinite extra radius or a NaN
+    gamma override sends that robot to ``filter`` (braking); the others are filtered together,
+    bit-identical to one filter call each."""
+    rng = np.random.default_rng(1)
+    n = 6
+    pos = np.c_[rng.uniform(-1.0, 1.0, (n, 2)), rng.uniform(0.8, 2.0, n)]
+    vel = rng.normal(0.0, 0.5, (n, 3))
+    nominal = rng.normal(0.0, 0.5, (n, 3))
+    inputs = [ShieldInput(pos[i], vel[i], nominal[i], np.delete(pos, i, 0),
+                          np.delete(vel, i, 0)) for i in range(n)]
+    inputs[1].neighbour_positions_m[2, 0] = np.nan
+    inputs[3].neighbour_extra_radius_m[0] = np.inf
+    inputs[4].gamma = np.nan
+    shields = [CBFShield(CONFIG) for _ in range(n)]
+    batch = filter_many(shields, inputs)
+    single = [sh.filter(inp) for sh, inp in zip(shields, inputs)]
+    for a, b in zip(batch, single):
+        _same_output(a, b)
+    assert [o.status is ShieldStatus.NONFINITE_INPUT for o in batch] == [
+        False, True, False, True, True, False]
+    for a, b in zip(filter_many(shields[:2], [inputs[1], inputs[3]]), (single[1], single[3])):
+        _same_output(a, b)  # none left for the stacked pass
+
+
 def test_filter_many_refuses_mismatched_lists():
     with pytest.raises(ValueError, match="2 shields but 1 inputs"):
         filter_many([CBFShield(CONFIG)] * 2, [ShieldInput(np.zeros(3), np.zeros(3),

@@ -62,6 +62,37 @@ class NeighbourSnapshot:
         return len(self.names)
 
 
+@dataclass(frozen=True)
+class SnapshotStack:
+    """The snapshots of B observers in padded arrays: row b holds observer b's neighbours
+    nearest first (ties by name) in its first ``count[b]`` entries, then the entries it does
+    not see (unspecified order; masked by ``count``). World frame, SI units."""
+
+    count: np.ndarray
+    """(B,) neighbours each observer sees."""
+    pos_m: np.ndarray
+    """(B, N, 3) last received positions, N = entries in the table."""
+    vel_mps: np.ndarray
+    """(B, N, 3) last received velocities."""
+    snapshots: tuple[NeighbourSnapshot, ...]
+    """Observer b's :class:`NeighbourSnapshot`, views of row b's first ``count[b]`` entries."""
+
+    @classmethod
+    def gather(cls, names: list[str], order: np.ndarray, count: np.ndarray, pos: np.ndarray,
+               vel: np.ndarray, age_s: np.ndarray, extra: np.ndarray,
+               distance: np.ndarray) -> SnapshotStack:
+        """The stack from the table's entries (``pos``, ``vel`` (N, 3), ``age_s``, ``extra``
+        (N,)), each row's entry ``order`` (B, N) and ``distance`` (B, N) in that order."""
+        pos_s, vel_s, age_s, extra = pos[order], vel[order], age_s[order], extra[order]
+        names_s = np.array(names, dtype=object).reshape(-1)[order].tolist()
+        snaps = tuple(
+            NeighbourSnapshot(names=tuple(row[:c]), pos_m=pos_s[b, :c], vel_mps=vel_s[b, :c],
+                              age_s=age_s[b, :c], extra_radius_m=extra[b, :c],
+                              distance_m=distance[b, :c])
+            for b, (row, c) in enumerate(zip(names_s, count.tolist())))
+        return cls(count, pos_s, vel_s, snaps)
+
+
 def check_vector(value: object) -> tuple[np.ndarray | None, str | None]:
     """``value`` as a float (3,) array, or ``(None, reason)`` with a :data:`REJECT_REASONS`
     key (``bad_shape``, ``nonfinite``)."""
@@ -194,6 +225,13 @@ class NeighbourTable:
                   ) -> list[NeighbourSnapshot]:
         """:meth:`snapshot` for several observers at once (the robots one process hosts):
         ``own_pos`` (B, 3) finite positions. One distance matrix for all of them."""
+        return list(self.snapshot_stack(own_names, own_pos, now_s).snapshots)
+
+    def snapshot_stack(self, own_names: list[str | None], own_pos: np.ndarray, now_s: float
+                       ) -> SnapshotStack:
+        """:meth:`snapshots` as one :class:`SnapshotStack`: one distance matrix, one sort and
+        one gather for all B observers (``own_pos`` (B, 3) finite, world frame, m); each
+        observer's snapshot is a view of its row."""
         if not _finite_scalar(now_s):
             raise ValueError(f"now_s: must be finite, got {now_s}")
         names = list(self._states)
@@ -203,23 +241,19 @@ class NeighbourTable:
         vel = np.array([e[2] for e in entries], dtype=float).reshape(-1, 3)
         age_s = float(now_s) - stamp
         dist = np.linalg.norm(pos[None] - np.asarray(own_pos, float)[:, None], axis=-1)
-        usable = (np.abs(age_s) <= self.drop_after_s)[None] & (dist <= self.range_m)
+        keep = (np.abs(age_s) <= self.drop_after_s)[None] & (dist <= self.range_m)
         index = {name: i for i, name in enumerate(names)}
-        keep = usable.copy()
         for b, name in enumerate(own_names):
             if name in index:
                 keep[b, index[name]] = False  # the observer itself
         rank = np.argsort(np.argsort(np.array(names, dtype=str)))  # name order, for ties
-        order = np.lexsort((np.broadcast_to(rank, dist.shape), dist), axis=-1)
+        # kept entries first, each row's nearest first (ties by name), the rest after them
+        order = np.lexsort((np.broadcast_to(rank, dist.shape), dist, ~keep), axis=-1)
         age_s = np.maximum(age_s, 0.0)
         extra = np.where(age_s > self.stale_after_s, self.inflate_mps * age_s, 0.0)
-        out = []
-        for b in range(len(own_names)):
-            idx = order[b][keep[b][order[b]]]
-            out.append(NeighbourSnapshot(
-                names=tuple(names[i] for i in idx), pos_m=pos[idx], vel_mps=vel[idx],
-                age_s=age_s[idx], extra_radius_m=extra[idx], distance_m=dist[b, idx]))
-        return out
+        count = np.count_nonzero(keep, axis=1)
+        return SnapshotStack.gather(names, order, count, pos, vel, age_s, extra,
+                                    np.take_along_axis(dist, order, axis=1))
 
     def observation_features(self, own_name: str | None, own_pos: np.ndarray,
                              own_vel: np.ndarray, now_s: float
@@ -253,6 +287,18 @@ class NeighbourTable:
             rel_pos[i, :len(snap)] = snap.pos_m - own_pos[i]
             rel_vel[i, :len(snap)] = snap.vel_mps - own_vel[i]
             valid[i, :len(snap)] = True
+        return nearest_neighbours(rel_pos, rel_vel, valid, self.k, self.range_m)
+
+    def features_stack(self, stack: SnapshotStack, rows: np.ndarray, own_pos: np.ndarray,
+                       own_vel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`features_many` of the snapshots ``stack.snapshots[rows]`` (``rows`` (B,)
+        int), the same arrays, without a per-observer loop. ``own_pos``/``own_vel`` (B, 3),
+        finite, world frame (m, m/s)."""
+        count = stack.count[rows]
+        m = int(count.max(initial=0))
+        valid = np.arange(m) < count[:, None]
+        rel_pos = np.where(valid[..., None], stack.pos_m[rows, :m] - own_pos[:, None], 0.0)
+        rel_vel = np.where(valid[..., None], stack.vel_mps[rows, :m] - own_vel[:, None], 0.0)
         return nearest_neighbours(rel_pos, rel_vel, valid, self.k, self.range_m)
 
 

@@ -405,17 +405,36 @@ def step_robots(controllers: Sequence[RobotController], now_s: float,
         except Exception:  # one robot's bad observation: find it robot by robot
             actions = None
         share_us = (time.perf_counter_ns() - start) / 1e3 / len(shared)
-        for j, k in enumerate(shared):
-            if actions is None:
+        if actions is None:
+            for k in shared:
                 controllers[k]._run_policy(ticks[k])
-            else:
-                controllers[k]._use_action(ticks[k], actions[j], None, share_us)
+        else:
+            _use_actions(policy, [controllers[k] for k in shared], [ticks[k] for k in shared],
+                         actions, share_us)
     for k in ready:
         if k not in shared:
             controllers[k]._run_policy(ticks[k])
     results = _shield_results(controllers, ticks)
     return [t if isinstance(t, Command) else c._shielded(t, results.get(k))
             for k, (c, t) in enumerate(zip(controllers, ticks))]
+
+
+def _use_actions(policy: OnnxPolicy, controllers: Sequence[RobotController],
+                 ticks: Sequence[_Tick], actions: np.ndarray, share_us: float) -> None:
+    """The batched policy call's actions (B, 4) as the ticks' nominal commands: the finite
+    rows scaled to setpoints in one :meth:`OnnxPolicy.to_velocity_setpoint` call (the same
+    elementwise arithmetic as one row alone), the others robot by robot (with their reason).
+    ``share_us``: each robot's share of the call (us)."""
+    finite = np.isfinite(actions).all(axis=1)
+    velocity, yaw_rate = policy.to_velocity_setpoint(actions[finite])
+    rows = iter(zip(velocity, yaw_rate.tolist()))
+    for ctrl, tick, action, ok in zip(controllers, ticks, actions, finite.tolist()):
+        if not ok:
+            ctrl._use_action(tick, action, None, share_us)
+            continue
+        tick.latency_us = share_us
+        tick.v_nominal, tick.yaw_rate = next(rows)
+        tick.mode = CommandMode.POLICY
 
 
 _MARGIN = 1e-9
@@ -468,14 +487,16 @@ def _observe(controllers: Sequence[RobotController], ticks: Sequence[_Tick],
     z = 0, as in the simulator); the controllers share one neighbour table."""
     table = controllers[0].neighbours
     pos = np.stack([t.pos for t in ticks])
-    for t, snap in zip(ticks, table.snapshots([c.name for c in controllers], pos, now_s)):
+    stack = table.snapshot_stack([c.name for c in controllers], pos, now_s)
+    for t, snap in zip(ticks, stack.snapshots):
         t.snap = snap
-    ready = [t for t in ticks if not t.reasons]
-    if not ready:
+    rows = np.array([b for b, t in enumerate(ticks) if not t.reasons], int)
+    if not rows.size:
         return
-    pos = np.stack([t.pos for t in ready])
+    ready = [ticks[b] for b in rows]
+    pos = pos[rows]
     vel = np.stack([t.vel for t in ready])
-    feats, mask = table.features_many([t.snap for t in ready], pos, vel)
+    feats, mask = table.features_stack(stack, rows, pos, vel)
     obs = build_observation(pos - np.stack([t.goal for t in ready]), vel,
                             np.stack([np.asarray(t.own.rot, float) for t in ready]),
                             np.stack([np.asarray(t.own.omega_rad_s, float) for t in ready]),

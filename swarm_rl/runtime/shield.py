@@ -605,29 +605,76 @@ def filter_many(shields: Sequence[CBFShield], inputs: Sequence[ShieldInput]
     config = shields[0].config if shields else None
     idx = [b for b, (sh, inp) in enumerate(zip(shields, inputs))
            if (sh.config is config or sh.config == config) and not sh.column_centres_m.shape[0]
-           and inp.column_centres_m is None and _finite_input(inp)]
+           and inp.column_centres_m is None]
     if len(idx) >= 2:  # one robot alone: filter is cheaper than the stacked pass
-        _screen(config, [shields[b] for b in idx], [inputs[b] for b in idx], idx, outs, start)
+        stack = _Stack.of([inputs[b] for b in idx])
+        finite = stack.finite([inputs[b].gamma for b in idx])
+        if not finite.all():
+            idx = [b for b, ok in zip(idx, finite.tolist()) if ok]
+            stack = _Stack.of([inputs[b] for b in idx]) if len(idx) >= 2 else None
+        if stack is not None:
+            _screen(config, [shields[b] for b in idx], [inputs[b] for b in idx], idx, outs,
+                    start, stack)
     return [out if out is not None else sh.filter(inp)
             for out, sh, inp in zip(outs, shields, inputs)]
 
 
+@dataclass(frozen=True)
+class _Stack:
+    """Several robots' :class:`ShieldInput` arrays stacked (world frame, SI): own rows
+    (n, 3), and every robot's neighbour rows one after the other with their ``owner``."""
+
+    pos: np.ndarray
+    """(n, 3) own positions."""
+    vel: np.ndarray
+    """(n, 3) own velocities."""
+    nominal: np.ndarray
+    """(n, 3) nominal velocity setpoints."""
+    counts: list[int]
+    """Neighbour rows of each robot."""
+    owner: np.ndarray
+    """(R,) the robot each neighbour row belongs to."""
+    nb_pos: np.ndarray
+    """(R, 3) neighbours' positions."""
+    nb_vel: np.ndarray
+    """(R, 3) neighbours' velocities."""
+    extra: np.ndarray
+    """(R,) neighbours' extra safety radii."""
+
+    @classmethod
+    def of(cls, inputs: Sequence[ShieldInput]) -> _Stack:
+        counts = [inp.neighbour_positions_m.shape[0] for inp in inputs]
+        return cls(np.stack([inp.position_m for inp in inputs]),
+                   np.stack([inp.velocity_mps for inp in inputs]),
+                   np.stack([inp.nominal_velocity_mps for inp in inputs]), counts,
+                   np.repeat(np.arange(len(inputs)), counts),
+                   np.concatenate([inp.neighbour_positions_m for inp in inputs]),
+                   np.concatenate([inp.neighbour_velocities_mps for inp in inputs]),
+                   np.concatenate([inp.neighbour_extra_radius_m for inp in inputs]))
+
+    def finite(self, gammas: Sequence[float | None]) -> np.ndarray:
+        """(n,) :func:`_finite_input` of each robot (inputs without columns), from the
+        stacked arrays; ``gammas``: the inputs' ``gamma`` overrides."""
+        own = (np.isfinite(self.pos).all(axis=1) & np.isfinite(self.vel).all(axis=1)
+               & np.isfinite(self.nominal).all(axis=1))
+        rows = (np.isfinite(self.nb_pos).all(axis=1) & np.isfinite(self.nb_vel).all(axis=1)
+                & np.isfinite(self.extra))
+        gamma = np.array([g is None or math.isfinite(g) for g in gammas], bool)
+        return own & gamma & (np.bincount(self.owner[~rows], minlength=len(own)) == 0)
+
+
 def _screen(c: ShieldConfig, shields: list[CBFShield], inputs: list[ShieldInput],
-            idx: list[int], outs: list[ShieldOutput | None], start: float) -> None:
+            idx: list[int], outs: list[ShieldOutput | None], start: float,
+            stack: _Stack) -> None:
     """:func:`filter_many`'s stacked pass: the rows and bounds of :meth:`CBFShield.build_qp`
-    for every robot at once (the same bits as one robot's); fills ``outs[idx[k]]`` for robot
-    k, by the fast path when its nominal acceleration already satisfies them, else by
-    solving its slice of the rows (as ``filter``)."""
+    for every robot at once (the same bits as one robot's), from ``inputs`` stacked in
+    ``stack``; fills ``outs[idx[k]]`` for robot k, by the fast path when its nominal
+    acceleration already satisfies them, else by solving its slice of the rows (as
+    ``filter``)."""
     ref = shields[0]
     n = len(inputs)
-    pos = np.stack([inp.position_m for inp in inputs])
-    vel = np.stack([inp.velocity_mps for inp in inputs])
-    nominal = np.stack([inp.nominal_velocity_mps for inp in inputs])
-    counts = [inp.neighbour_positions_m.shape[0] for inp in inputs]
-    owner = np.repeat(np.arange(n), counts)
-    nb_pos = np.concatenate([inp.neighbour_positions_m for inp in inputs])
-    nb_vel = np.concatenate([inp.neighbour_velocities_mps for inp in inputs])
-    extra = np.concatenate([inp.neighbour_extra_radius_m for inp in inputs])
+    pos, vel, nominal, counts = stack.pos, stack.vel, stack.nominal, stack.counts
+    owner, nb_pos, nb_vel, extra = stack.owner, stack.nb_pos, stack.nb_vel, stack.extra
     dp = nb_pos - pos[owner]  # as gamma_for takes it, for the density rule's count
     near = np.bincount(owner[np.einsum("ij,ij->i", dp, dp) <= c.density_radius_m ** 2],
                        minlength=n)
