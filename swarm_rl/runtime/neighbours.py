@@ -253,7 +253,7 @@ class NeighbourTable:
         extra = np.where(age_s > self.stale_after_s, self.inflate_mps * age_s, 0.0)
         count = np.count_nonzero(keep, axis=1)
         return SnapshotStack.gather(names, order, count, pos, vel, age_s, extra,
-                                    np.take_along_axis(dist, order, axis=1))
+                                    dist[np.arange(len(order))[:, None], order])
 
     def observation_features(self, own_name: str | None, own_pos: np.ndarray,
                              own_vel: np.ndarray, now_s: float
@@ -297,9 +297,11 @@ class NeighbourTable:
         count = stack.count[rows]
         m = int(count.max(initial=0))
         valid = np.arange(m) < count[:, None]
-        rel_pos = np.where(valid[..., None], stack.pos_m[rows, :m] - own_pos[:, None], 0.0)
-        rel_vel = np.where(valid[..., None], stack.vel_mps[rows, :m] - own_vel[:, None], 0.0)
-        return nearest_neighbours(rel_pos, rel_vel, valid, self.k, self.range_m)
+        # entries past a row's count (features_many's zero padding) are masked out by
+        # nearest_neighbours whatever they hold: their distance counts as inf, features as 0
+        return nearest_neighbours(stack.pos_m[rows, :m] - own_pos[:, None],
+                                  stack.vel_mps[rows, :m] - own_vel[:, None], valid, self.k,
+                                  self.range_m)
 
 
 def too_large(vector: np.ndarray, limit: float) -> bool:
