@@ -225,11 +225,15 @@ class ShieldConfig:
 
 
 def _array(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``value`` as a float64 array of ``shape``, whose first axis may be -1: any length (an
+    empty value then has length 0); ValueError naming ``ShieldInput.<name>``."""
     arr = np.asarray(value, dtype=np.float64)
-    if arr.size == 0 and len(shape) >= 1 and shape[0] == -1:
-        arr = arr.reshape((0,) + shape[1:])
-    ok = arr.ndim == len(shape) and all(s == -1 or s == a for s, a in zip(shape, arr.shape))
-    if not ok:
+    want = shape
+    if shape[:1] == (-1,):
+        if arr.size == 0:
+            arr = arr.reshape((0,) + shape[1:])
+        want = arr.shape[:1] + shape[1:]
+    if arr.shape != want:
         want = "x".join("M" if s == -1 else str(s) for s in shape)
         raise ValueError(f"ShieldInput.{name}: expected shape ({want}), got {arr.shape}")
     return arr
