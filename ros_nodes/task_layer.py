@@ -30,6 +30,7 @@ with a usable own state at the step's first round:
    inside the completion radius, so the flight policy (trained on distinct goals) and the
    shields do not fight over one point.
 """
+import dataclasses
 import logging
 import math
 
@@ -87,16 +88,18 @@ class TaskLayer:
                  mission_steps: int | None = None) -> None:
         self.transport = transport
         self.host = host
-        self.cfg = cfg
         self.chooser = policy
         trained = cfg.negotiation_rounds
         if policy != "greedy":
             from swarm_rl.mrta.onnx_policy import TaskPolicy
 
             chooser = TaskPolicy(policy)
+            # The observation layout the policy was trained with (as evaluation builds it).
+            cfg = dataclasses.replace(cfg, obs_layout=chooser.layout.version)
             chooser.check_compatible(cfg)
             self.chooser = chooser
             trained = chooser.negotiation_rounds
+        self.cfg = cfg
         if rounds is None:
             rounds = trained
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:

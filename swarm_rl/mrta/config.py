@@ -12,6 +12,7 @@ from typing import Any
 from sim.config import build_dataclass
 from sim.errors import ConfigError
 from sim.mrta.config import MRTAConfig, load_mrta_env, read_preset
+from swarm_rl.mrta.imitate import ImitationConfig
 from swarm_rl.mrta.model import MRTAModelConfig
 from swarm_rl.train.config import PPOConfig, _merge, parse_overrides
 
@@ -43,6 +44,8 @@ class MRTATrainConfig:
     env: MRTAConfig = field(default_factory=MRTAConfig)
     model: MRTAModelConfig = field(default_factory=MRTAModelConfig)
     ppo: MRTAPPOConfig = field(default_factory=MRTAPPOConfig)
+    imitate: ImitationConfig = field(default_factory=ImitationConfig)
+    """Warm start by cloning the market before PPO (:mod:`swarm_rl.mrta.imitate`)."""
     total_steps: int = 2_000_000
     """Agent decisions (one robot, one decision step) to train for."""
     seed: int = 0
@@ -81,11 +84,13 @@ class MRTATrainConfig:
                     "ppo.epochs": p.epochs, "ppo.minibatch_size": p.minibatch_size,
                     "ppo.lr": p.lr, "total_steps": self.total_steps,
                     "checkpoint_every": self.checkpoint_every, "threads": self.threads,
-                    "model.hidden": self.model.hidden,
+                    "model.hidden": self.model.hidden, "imitate.epochs": self.imitate.epochs,
                     "model.critic_hidden": self.model.critic_hidden}
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{name}: must be > 0, got {value}")
+        if self.imitate.updates < 0:
+            raise ConfigError(f"imitate.updates: must be >= 0, got {self.imitate.updates}")
         if not self.redundancy_shaping >= 0:
             raise ConfigError(f"redundancy_shaping: must be >= 0, got "
                               f"{self.redundancy_shaping}")

@@ -35,6 +35,7 @@ from swarm_rl import files
 from swarm_rl.errors import CheckpointError
 from swarm_rl.files import json_safe
 from swarm_rl.models import RunningNorm
+from swarm_rl.mrta import imitate as imitation
 from swarm_rl.mrta.config import MRTATrainConfig, mrta_train_config_from_dict
 from swarm_rl.mrta.model import TaskActor, TaskCritic
 from swarm_rl.train.checkpoint import load_checkpoint, load_module_state, save_checkpoint
@@ -139,6 +140,8 @@ class MRTATrainer:
         self.update_index = 0
         self.steps = 0
         self.wall_s = 0.0
+        self.imitated = 0
+        """Demonstration rollouts cloned so far (:meth:`imitate`)."""
         self.obs = self.env.reset()
         self.recent: list[dict[str, float]] = []
         files.write_json(self.out_dir / "config.json", cfg.to_dict())
@@ -152,6 +155,38 @@ class MRTATrainer:
         load_module_state(self.actor, data["actor"], "actor", path)
         load_module_state(self.critic, data["critic"], "critic", path)
         self.value_norm.load_state_dict(data["value_norm"])
+
+    def imitate(self, progress_bar: bool = True) -> dict[str, float]:
+        """The warm start (``imitate.updates`` rollouts of market decisions cloned into the
+        actor and critic, :mod:`swarm_rl.mrta.imitate`); one row per rollout in
+        ``imitation.jsonl``, a checkpoint after each (a resume goes on from there). Fresh episodes
+        follow, for PPO."""
+        cfg, ppo = self.cfg, self.cfg.ppo
+        stats: dict[str, float] = {}
+        for _ in tqdm(range(self.imitated, cfg.imitate.updates), desc="imitate market",
+                      unit="rollout", disable=not progress_bar or None):
+            t0 = time.perf_counter()
+            learner = self.actor if self.imitated >= cfg.imitate.teacher_rollouts else None
+            demo = imitation.collect_demonstrations(self.env, ppo.rollout_steps, ppo.gamma,
+                                                    learner)
+            t1 = time.perf_counter()
+            stats = imitation.fit(self.actor, self.critic, self.value_norm, self.optimizer,
+                                demo, cfg.imitate.epochs, ppo.minibatch_size, ppo.value_coef,
+                                ppo.max_grad_norm, self.gen)
+            self.imitated += 1
+            self.wall_s += time.perf_counter() - t0
+            row = {"rollout": self.imitated, "flown_by": "policy" if learner else "market",
+                   "samples": int(demo.labels.shape[0]),
+                   "collect_s": t1 - t0, "fit_s": time.perf_counter() - t1,
+                   "unknown_share": demo.unknown_share,
+                   "return": demo.episode_return, **stats}
+            with open(self.out_dir / "imitation.jsonl", "a") as f:
+                f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
+            log.info("imitation %d/%d: accuracy %.3f, return %.1f", self.imitated,
+                     cfg.imitate.updates, stats["imitation_accuracy"], demo.episode_return)
+            self.save()
+        self.obs = self.env.reset()
+        return stats
 
     def _global(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Critic state repeated for each agent: (E N, N, 5), (E N, M, 7), (E N, M)."""
@@ -276,6 +311,8 @@ class MRTATrainer:
                    dynamic_ncols=True, desc=f"train {cfg.preset or 'mrta'}",
                    disable=not progress_bar or None)
         last: dict[str, float] = {}
+        if self.imitated < cfg.imitate.updates and self.update_index == 0:
+            self.imitate(progress_bar)
         try:
             while self.steps < cfg.total_steps:
                 t0 = time.perf_counter()
@@ -318,6 +355,7 @@ class MRTATrainer:
             "optimizer": self.optimizer.state_dict(),
             "value_norm": self.value_norm.state_dict(),
             "update_index": self.update_index, "steps": self.steps, "wall_s": self.wall_s,
+            "imitated": self.imitated,
             "torch_rng": torch.get_rng_state(), "gen": self.gen.get_state(),
             "env": pickle.dumps(self.env), "obs": self.obs, "recent": self.recent,
         })
@@ -350,6 +388,7 @@ class MRTATrainer:
         trainer.value_norm.load_state_dict(data["value_norm"])
         trainer.update_index, trainer.steps = data["update_index"], data["steps"]
         trainer.wall_s = data["wall_s"]
+        trainer.imitated = data.get("imitated", 0)
         torch.set_rng_state(data["torch_rng"])
         trainer.gen.set_state(data["gen"])
         trainer.env = pickle.loads(data["env"])

@@ -1,0 +1,81 @@
+"""Imitation warm start of the task policy (swarm_rl/mrta/imitate.py): labels are the market's
+choices in observation slots, and a few rollouts of cloning (teacher, then DAgger) bring the
+policy close to the market's return, far above its untrained start; a run resumed mid-way
+goes on with the rollouts it has not cloned yet."""
+import json
+
+import numpy as np
+import pytest
+
+from sim.mrta.allocators import market_targets
+from sim.mrta.config import MRTAConfig
+from sim.mrta.env import MRTAVecEnv
+from swarm_rl.mrta.config import load_mrta_preset
+from swarm_rl.mrta.evaluate import Method, market_allocator, run_method
+from swarm_rl.mrta.imitate import market_labels
+from swarm_rl.mrta.train import MRTATrainer
+from tests.test_mrta_policy import mean_return, torch_chooser
+
+
+def test_labels_are_the_slots_of_the_market_targets_and_unknown_tasks_are_dropped():
+    cfg = MRTAConfig(world_size_m=(20.0, 20.0), num_robots=2, initial_tasks=[0, 1, 0],
+                     max_tasks=2, task_mode="arrival", arrival_rate=0.0,
+                     arrival_region_m=(0.0, 0.0, 10.0, 10.0), view_range_m=5.0,
+                     comm_range_m=8.0, task_slots=2, neighbour_slots=1,
+                     obs_layout=3).validate()
+    env = MRTAVecEnv(cfg, 1)
+    env.reset([0])
+    env.robot_xy[0] = [[-4.0, 0.0], [3.0, 0.0]]
+    env.tasks.xy[0, 0] = [4.0, 3.0]  # seen by robot 2 only; a level-2 task
+    env.target[0] = [-1, -1]
+    obs = env.observe()
+    t = env.tasks
+    targets = market_targets(env.robot_xy, env.target, t.xy, t.level, t.active, cfg)
+    assert targets.tolist() == [[0, 0]]  # robot 2 manages it and recruits robot 1
+    slot, ok = market_labels(obs, targets)
+    assert slot[0, 1] == 0 and ok[0, 1]
+    assert not ok[0, 0], "layout 3: robot 1 does not know the task, so no label"
+    env.cfg = cfg = MRTAConfig(**{**cfg.__dict__, "obs_layout": 4}).validate()
+    env.layout = env.layout.__class__.of(cfg)
+    slot, ok = market_labels(env.observe(), targets)
+    assert slot[0].tolist() == [0, 0] and ok[0].all(), "layout 4: the shared sighting"
+    none = np.full((1, 2), -1)
+    slot, ok = market_labels(obs, none)
+    assert slot[0].tolist() == [cfg.task_slots] * 2 and ok.all()  # "no task"
+
+
+@pytest.fixture(scope="module")
+def cloned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("imitate")
+    cfg = load_mrta_preset("mrta_small", ["env.obs_layout=4", "imitate.updates=4",
+                                          "total_steps=640", "ppo.num_envs=16"])
+    trainer = MRTATrainer(cfg, out)
+    before = mean_return(torch_chooser(trainer.actor), cfg.env)
+    trainer.imitate(progress_bar=False)
+    return cfg, trainer, before, out
+
+
+def test_cloning_the_market_brings_the_policy_close_to_it(cloned):
+    cfg, trainer, before, out = cloned
+    after = mean_return(torch_chooser(trainer.actor), cfg.env)
+    market = run_method(Method("m", market_allocator, cfg.env), [0], 64,
+                        progress=False).row("return")["mean"]
+    assert after > before + 0.5 * (market - before), (before, after, market)
+    assert after > 0.8 * market, (after, market)
+    rows = [json.loads(line) for line in (out / "imitation.jsonl").read_text().splitlines()]
+    assert [r["flown_by"] for r in rows] == ["market", "policy", "policy", "policy"]
+    assert rows[-1]["imitation_accuracy"] > 0.5  # chance: 1 in 5
+    assert all(r["unknown_share"] < 0.05 for r in rows)
+
+
+def test_a_resumed_run_clones_only_the_rollouts_left(cloned, tmp_path):
+    cfg, _, _, _ = cloned
+    half = load_mrta_preset("mrta_small", ["env.obs_layout=4", "imitate.updates=2",
+                                           "total_steps=640", "ppo.num_envs=16"])
+    MRTATrainer(half, tmp_path).imitate(progress_bar=False)
+    resumed = MRTATrainer.resume(tmp_path)
+    resumed.cfg.imitate.updates = 3
+    resumed.train(progress_bar=False)
+    rows = (tmp_path / "imitation.jsonl").read_text().splitlines()
+    assert [json.loads(r)["rollout"] for r in rows] == [1, 2, 3]
+    assert resumed.update_index == 1  # then PPO (640 decisions: one update)
