@@ -66,7 +66,15 @@ class RunningNorm(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
+    def update(self, x: torch.Tensor, frozen: torch.Tensor | None = None) -> None:
+        """Fold a batch into the statistics; entries where the bool mask ``frozen`` is set
+        keep theirs (a fine-tune holding the source's normalisation of the inputs it knew)."""
+        if frozen is not None:
+            keep = self.mean.clone(), self.var.clone(), self.count.clone()
+            self.update(x)
+            for buf, old in zip((self.mean, self.var, self.count), keep):
+                buf[frozen] = old[frozen]
+            return
         x = x.reshape(-1, x.shape[-1])
         n = x.shape[0]
         var, mean = torch.var_mean(x, 0, correction=0)  # float32 over the batch: 5x faster

@@ -182,6 +182,53 @@ def test_fine_tuning_opens_inputs_the_source_never_saw(tmp_path: Path) -> None:
         torch.testing.assert_close(tuned.actor(obs), source.actor(alone), atol=1e-6, rtol=0)
 
 
+def test_fine_tune_with_frozen_normaliser_keeps_the_sources_statistics(tmp_path: Path) -> None:
+    """init_norm=freeze_seen: the entries the source saw vary keep its statistics through the
+    fine-tune (and a resume); the re-opened ones follow the new data. With adapt they move."""
+    source = Trainer(_tiny(["total_steps=320"]), tmp_path / "single")
+    source.train(progress_bar=False)
+    source.save_actor(tmp_path / "actor.pt")
+    seen = ~source.actor.norm.unseen()
+    assert bool(seen[:18].all()) and not bool(seen.all())
+    runs = {}
+    for mode in ("freeze_seen", "adapt"):
+        init = [f"init_from={tmp_path / 'actor.pt'}", f"init_norm={mode}"]
+        Trainer(_tiny(["total_steps=320"] + init, preset="swap_goals_8"),
+                tmp_path / mode).train(progress_bar=False)
+        resumed = Trainer.resume(tmp_path / mode, _tiny(["total_steps=640"] + init,
+                                                        preset="swap_goals_8"))
+        resumed.train(progress_bar=False)
+        assert resumed.steps == 640
+        runs[mode] = resumed.actor.norm
+    frozen, adapted = runs["freeze_seen"], runs["adapt"]
+    for buf in ("mean", "var", "count"):
+        src = getattr(source.actor.norm, buf)
+        assert torch.equal(getattr(frozen, buf)[seen], src[seen]), buf
+        assert not torch.equal(getattr(adapted, buf)[seen], src[seen]), buf
+        assert torch.equal(getattr(frozen, buf)[~seen], getattr(adapted, buf)[~seen]), buf
+    assert bool((frozen.count[~seen] > 0.0).all())
+    assert not bool(frozen.unseen()[source.actor.layout.slices["neighbours"]].any())
+
+
+def test_critic_warmup_leaves_the_actor_as_it_was(tmp_path: Path) -> None:
+    trainer = Trainer(_tiny(["total_steps=640", "ppo.critic_warmup_updates=1"]), tmp_path)
+    actor0 = {k: v.clone() for k, v in trainer.actor.state_dict().items() if "norm" not in k}
+    critic0 = {k: v.clone() for k, v in trainer.critic.state_dict().items()}
+    trainer.update(trainer.collect())
+    trainer.update_index += 1
+    assert all(torch.equal(trainer.actor.state_dict()[k], v) for k, v in actor0.items())
+    assert not all(torch.equal(trainer.critic.state_dict()[k], v) for k, v in critic0.items())
+    trainer.update(trainer.collect())  # past the warm-up: the actor learns
+    assert not all(torch.equal(trainer.actor.state_dict()[k], v) for k, v in actor0.items())
+
+
+def test_fine_tuning_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="init_norm: unknown value 'fixed'.*freeze_seen"):
+        load_preset("hover_single", ["init_norm=fixed"])
+    with pytest.raises(ConfigError, match="ppo.critic_warmup_updates: must be >= 0"):
+        load_preset("hover_single", ["ppo.critic_warmup_updates=-1"])
+
+
 def test_reopened_normaliser_entries_do_not_unsettle_the_others() -> None:
     """Fine-tuning re-opens the entries a source never saw vary; a first rollout from another
     phase of flight (here: mean 5) must move those, not the settled ones."""

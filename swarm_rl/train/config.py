@@ -14,6 +14,7 @@ from sim.errors import ConfigError
 from swarm_rl.models import CRITICS, ENCODERS, PRESETS, ModelConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "config" / "train"
+INIT_NORMS = ("adapt", "freeze_seen")
 
 
 @dataclass
@@ -36,6 +37,10 @@ class PPOConfig:
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
     init_log_std: float = -1.0
+    critic_warmup_updates: int = 0
+    """Updates at the start of a run in which only the critic learns (the actor's weights and
+    exploration std stay as they are): a fine-tune's fresh critic first learns the source
+    policy's values, so the first policy gradients are not driven by an untrained critic."""
 
 
 @dataclass
@@ -66,6 +71,13 @@ class TrainConfig:
     init_from: str = ""
     """Checkpoint whose actor (weights and observation normaliser) starts this run, e.g. a
     single-drone policy to fine-tune for a swarm. Empty: random initialisation."""
+    init_norm: str = "adapt"
+    """How a fine-tune (``init_from``) treats the source actor's observation normaliser.
+    ``adapt``: every entry keeps updating (the source's entries from the source's sample
+    counts), so new data (e.g. goal errors of 8 m where the source saw 3 m) shifts what the
+    source's weights see. ``freeze_seen``: entries the source saw vary keep the source's
+    statistics for the whole run; only the entries it never saw (re-opened) follow the new
+    data."""
 
     def validate(self) -> "TrainConfig":
         try:
@@ -79,6 +91,12 @@ class TrainConfig:
             if value not in allowed:
                 raise ConfigError(f"{name}: unknown value '{value}'; allowed: "
                                   f"{', '.join(allowed)}")
+        if self.init_norm not in INIT_NORMS:
+            raise ConfigError(f"init_norm: unknown value '{self.init_norm}'; allowed: "
+                              f"{', '.join(INIT_NORMS)}")
+        if not p.critic_warmup_updates >= 0:
+            raise ConfigError(f"ppo.critic_warmup_updates: must be >= 0, got "
+                              f"{p.critic_warmup_updates}")
         positive = {"ppo.num_envs": p.num_envs, "ppo.rollout_steps": p.rollout_steps,
                     "ppo.epochs": p.epochs, "ppo.minibatch_size": p.minibatch_size,
                     "ppo.lr": p.lr, "total_steps": self.total_steps,

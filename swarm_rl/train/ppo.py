@@ -83,6 +83,8 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.env = self._make_env(0.0)
         self.actor = Actor(self.env.layout, cfg.model, self.env.hover_action()[0, 0])
+        self.norm_frozen: torch.Tensor | None = None
+        """Actor normaliser entries held at the source's statistics (``init_norm``)."""
         with torch.no_grad():
             self.actor.log_std.fill_(cfg.ppo.init_log_std)
         if cfg.init_from:
@@ -90,6 +92,8 @@ class Trainer:
             if not path.is_absolute() and not path.exists():
                 path = PRESET_DIR.parents[1] / path  # presets name files in the repository
             load_module_state(self.actor, load_checkpoint(path)["actor"], "actor", path)
+            if cfg.init_norm == "freeze_seen":
+                self.norm_frozen = ~self.actor.norm.unseen()
             opened = self.actor.open_unseen_inputs()
             log.info("actor initialised from %s; inputs it never saw: %s", path,
                      ", ".join(opened) or "none")
@@ -202,6 +206,7 @@ class Trainer:
         v_mean, v_std = self.value_norm.mean, torch.sqrt(self.value_norm.var + 1e-8)
         target = (returns - v_mean) / v_std
         total = obs.shape[0]
+        warmup = self.update_index < ppo.critic_warmup_updates
         stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "entropy",
                                                           "approx_kl", "clipfrac")}
         for _ in range(ppo.epochs):
@@ -222,6 +227,8 @@ class Trainer:
                 v_loss = 0.5 * ((pred - target.index_select(0, idx)) ** 2).mean()
                 entropy = dist.entropy().sum(-1).mean()
                 loss = pg_loss - ppo.entropy_coef * entropy + ppo.value_coef * v_loss
+                if warmup:  # the actor's parameters get no gradient, so Adam leaves them
+                    loss = ppo.value_coef * v_loss
                 self.optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(list(self.actor.parameters())
@@ -233,7 +240,7 @@ class Trainer:
                     stats["entropy"].append(entropy.item())
                     stats["approx_kl"].append(((ratio - 1) - log_ratio).mean().item())
                     stats["clipfrac"].append(((ratio - 1).abs() > ppo.clip).float().mean().item())
-        self.actor.norm.update(obs)
+        self.actor.norm.update(obs, self.norm_frozen)
         self.critic.norm.update(obs)
         if swarm is not None:
             self.critic.swarm_norm.update(swarm)
@@ -308,6 +315,7 @@ class Trainer:
             "np_rng": self.rng.bit_generator.state,
             "env": pickle.dumps(self.env), "obs": self.obs, "swarm": self.swarm,
             "episode_return": self.episode_return, "recent": self.recent,
+            "norm_frozen": self.norm_frozen,
         })
         return path
 
@@ -342,4 +350,5 @@ class Trainer:
         trainer.env = pickle.loads(data["env"])
         trainer.obs, trainer.swarm = data["obs"], data["swarm"]
         trainer.episode_return, trainer.recent = data["episode_return"], data["recent"]
+        trainer.norm_frozen = data.get("norm_frozen")
         return trainer
