@@ -54,23 +54,59 @@ def solve_nearest_point(x_nom: np.ndarray, g: np.ndarray, rhs: np.ndarray, lb: n
     Inconsistent bounds (``lb > ub`` on some axis) are reported as INFEASIBLE without a solver
     call.
     """
-    n = x_nom.shape[0]
     if np.any(lb > ub):
         return QPResult(x_nom.copy(), QPStatus.INFEASIBLE, 0.0, "lb > ub")
-    daqp = _daqp()
     m = g.shape[0]
-    bupper = np.concatenate((ub, rhs))
-    blower = np.concatenate((lb, np.full(m, -np.inf)))
+    return _solve(x_nom, -x_nom, g, np.concatenate((ub, rhs)),
+                  np.concatenate((lb, np.full(m, -np.inf))))
+
+
+def solve_nearest_points(x_nom: np.ndarray, g: np.ndarray, rhs: np.ndarray, counts: np.ndarray,
+                         lb: np.ndarray, ub: np.ndarray) -> list[QPResult]:
+    """:func:`solve_nearest_point` of S problems at once, the same results: problem s has
+    ``x_nom[s]``, ``lb[s]``, ``ub[s]`` ((S, n) each) and the ``counts[s]`` rows of ``g`` (R, n)
+    and ``rhs`` (R,) that follow problem s - 1's. The solver's bound vectors are built for all
+    problems in one pass; each solver call gets views of them."""
+    s_count, n = x_nom.shape
+    counts = np.asarray(counts, dtype=np.intp)
+    width = n + counts
+    offset = np.cumsum(width) - width
+    bupper = np.empty(int(width.sum()))
+    blower = np.full(bupper.shape[0], -np.inf)
+    box = (offset[:, None] + np.arange(n)).ravel()
+    bupper[box], blower[box] = ub.ravel(), lb.ravel()
+    first_row = np.cumsum(counts) - counts
+    bupper[np.repeat(offset + n - first_row, counts) + np.arange(g.shape[0])] = rhs
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    f = -x_nom
+    inconsistent = (lb > ub).any(axis=1).tolist()
+    out = []
+    for s, (lo, rows, bad) in enumerate(zip(offset.tolist(), counts.tolist(), inconsistent)):
+        if bad:
+            out.append(QPResult(x_nom[s].copy(), QPStatus.INFEASIBLE, 0.0, "lb > ub"))
+            continue
+        start = first_row[s]
+        out.append(_solve(x_nom[s], f[s], g[start:start + rows], bupper[lo:lo + n + rows],
+                          blower[lo:lo + n + rows]))
+    return out
+
+
+def _solve(x_nom: np.ndarray, f: np.ndarray, g: np.ndarray, bupper: np.ndarray,
+           blower: np.ndarray) -> QPResult:
+    """One DAQP call on consistent bounds: ``f`` = -x_nom, ``bupper``/``blower`` the n box
+    bounds then the rows' (+-inf where there is none)."""
+    daqp = _daqp()
+    n = x_nom.shape[0]
     start = time.perf_counter()
     try:
-        x, _, flag, _ = daqp.solve(_eye(n), -x_nom, np.ascontiguousarray(g, dtype=np.float64),
-                                   bupper, blower, np.zeros(n + m, dtype=np.int32))
+        x, _, flag, _ = daqp.solve(_eye(n), f, np.ascontiguousarray(g, dtype=np.float64),
+                                   bupper, blower, np.zeros(bupper.shape[0], dtype=np.int32))
     except Exception as e:  # noqa: BLE001 - a solver failure must become a fallback, not a crash
         elapsed = (time.perf_counter() - start) * 1e6
         return QPResult(x_nom.copy(), QPStatus.ERROR, elapsed, f"daqp raised {e!r}")
     elapsed = (time.perf_counter() - start) * 1e6
     x = np.asarray(x, dtype=np.float64)
-    if flag in _DAQP_OPTIMAL and np.all(np.isfinite(x)):
+    if flag in _DAQP_OPTIMAL and np.isfinite(x).all():
         return QPResult(x, QPStatus.OPTIMAL, elapsed, f"daqp exit flag {flag}")
     if flag == _DAQP_INFEASIBLE:
         return QPResult(x, QPStatus.INFEASIBLE, elapsed, "daqp exit flag -1 (infeasible)")

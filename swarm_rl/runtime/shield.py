@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from swarm_rl.runtime.qp import QPStatus, solve_nearest_point
+from swarm_rl.runtime.qp import QPResult, QPStatus, solve_nearest_point, solve_nearest_points
 
 _MIN_GAP_M = 1e-3
 """Floor on |d - D| in the barrier's 1/sqrt term, so rows stay finite at the boundary."""
@@ -80,6 +80,10 @@ _MIN_DIST_M = 1e-9
 ROW_TOL = 1e-6
 """A row counts as active within this slack (m/s^2); a solution may violate a row by at most
 this much before it is treated as a solver error."""
+_RECHECK = ROW_TOL / 2
+"""A stacked solution whose largest violation (m/s^2, rounded otherwise than ``filter``'s
+matrix product, by ~1e-15) exceeds this is checked again exactly, robot by robot."""
+_NOT_FINITE_QP = "QP data not finite (input out of any plausible range)"
 
 
 class ShieldStatus(str, Enum):
@@ -461,14 +465,21 @@ class CBFShield:
     def gamma_for(self, inp: ShieldInput) -> float:
         """The gain a tick uses: the input's override, else the set gamma, else the density
         rule. Assumes finite input."""
-        if inp.gamma is not None:
-            return self._clamp_gamma(inp.gamma) if inp.gamma > 0 else self.config.gamma_min
-        if self._gamma is not None:
-            return self._gamma
+        if inp.gamma is not None or self._gamma is not None:
+            return self.gain(inp.gamma, 0)
         dp = inp.neighbour_positions_m - inp.position_m
         count = int(np.count_nonzero(np.einsum("ij,ij->i", dp, dp)
                                      <= self.config.density_radius_m ** 2))
         return self.density_gamma(count)
+
+    def gain(self, override: float | None, near: int) -> float:
+        """The gain (s/m^2) of a tick with the gain override ``override`` (finite or None) and
+        ``near`` neighbours within ``density_radius_m``: :meth:`gamma_for`'s rule."""
+        if override is not None:
+            return self._clamp_gamma(override) if override > 0 else self.config.gamma_min
+        if self._gamma is not None:
+            return self._gamma
+        return self.density_gamma(near)
 
     # -- the QP -----------------------------------------------------------------------------
     def build_qp(self, inp: ShieldInput, gamma: float) -> ShieldQP:
@@ -522,8 +533,8 @@ class CBFShield:
         """Filter one tick's nominal setpoint. Never raises on bad values; see the module doc."""
         start = time.perf_counter()
         if not _finite_input(inp):
-            return self._brake(inp, ShieldStatus.NONFINITE_INPUT, math.nan, math.nan, 0, 0.0,
-                               start, "non-finite value in the input")
+            return self._brake(inp.velocity_mps, ShieldStatus.NONFINITE_INPUT, math.nan,
+                               math.nan, 0, 0.0, start, "non-finite value in the input")
         gamma = self.gamma_for(inp)
         return self._filter_qp(inp, self.build_qp(inp, gamma), gamma, start)
 
@@ -536,8 +547,8 @@ class CBFShield:
         min_h = float(qp.barrier.min()) if qp.barrier.size else math.inf
         ok = ShieldStatus.VIOLATED if min_h < 0 else ShieldStatus.OK
         if not (screened or _well_formed(qp)):  # finite but absurd input (1e200 m/s) overflowed
-            return self._brake(inp, ShieldStatus.SOLVER_ERROR, min_h, gamma, 0, 0.0, start,
-                               "QP data not finite (input out of any plausible range)")
+            return self._brake(inp.velocity_mps, ShieldStatus.SOLVER_ERROR, min_h, gamma, 0,
+                               0.0, start, _NOT_FINITE_QP)
         # Fast path: the nominal acceleration already satisfies every row and bound
         # (filter_many takes the same decision for many robots at once).
         if not screened and _nominal_is_safe(qp):
@@ -546,18 +557,17 @@ class CBFShield:
                                 qp.u_nom.copy(), ok, False, active, min_h, gamma, 0, 0.0,
                                 _us_since(start))
         # Drop rows that cannot bind anywhere in the box: max over the box of G u <= rhs.
-        reach = np.maximum(qp.g * qp.lb, qp.g * qp.ub).sum(axis=1)
-        keep = ~(reach <= qp.rhs)
+        keep = ~(_reach(qp.g, qp.lb, qp.ub) <= qp.rhs)
         result = solve_nearest_point(qp.u_nom, qp.g[keep], qp.rhs[keep], qp.lb, qp.ub)
         rows = int(np.count_nonzero(keep))
         if result.status is QPStatus.INFEASIBLE:
-            return self._brake(inp, ShieldStatus.INFEASIBLE, min_h, gamma, rows,
+            return self._brake(inp.velocity_mps, ShieldStatus.INFEASIBLE, min_h, gamma, rows,
                                result.solve_time_us, start, result.detail)
         u = np.clip(result.x, qp.lb, qp.ub)  # bounds exactly; rows checked below
         if result.status is not QPStatus.OPTIMAL or _violation(qp, u) > ROW_TOL:
             detail = result.detail if result.status is not QPStatus.OPTIMAL else (
                 f"solution violates a row by {_violation(qp, u):.3g}")
-            return self._brake(inp, ShieldStatus.SOLVER_ERROR, min_h, gamma, rows,
+            return self._brake(inp.velocity_mps, ShieldStatus.SOLVER_ERROR, min_h, gamma, rows,
                                result.solve_time_us, start, detail)
         v_sp = _clip_v(inp.velocity_mps + u / self.config.k_v_per_s, self.config)
         intervened = bool(np.any(np.abs(v_sp - inp.nominal_velocity_mps) > 1e-9))
@@ -573,12 +583,12 @@ class CBFShield:
                                       neighbour_vel, neighbour_extra_radius))
         return out.velocity_setpoint_mps, out.diagnostics()
 
-    def _brake(self, inp: ShieldInput, status: ShieldStatus, min_h: float, gamma: float,
+    def _brake(self, v: np.ndarray, status: ShieldStatus, min_h: float, gamma: float,
                rows: int, solve_us: float, start: float, detail: str) -> ShieldOutput:
-        """Braking fallback: u = -a_brake v/|v|, no harder than stopping within 1/k_v (no
-        reversal); with a non-finite own velocity, zero velocity (hover)."""
+        """Braking fallback from the own velocity ``v`` (3,) (world frame, m/s): u = -a_brake
+        v/|v|, no harder than stopping within 1/k_v (no reversal); with a non-finite own
+        velocity, zero velocity (hover)."""
         c = self.config
-        v = inp.velocity_mps
         if np.isfinite(v).all():
             speed = float(np.sqrt(v @ v))
             decel = min(c.brake_accel_mps2, speed * c.k_v_per_s)
@@ -598,35 +608,90 @@ def filter_many(shields: Sequence[CBFShield], inputs: Sequence[ShieldInput]
     one process hosts: every robot's QP is built in one pass over all robots' stacked rows,
     the fast-path test (the nominal command already satisfies every row and bound) runs on
     them at once, and only the robots that fail it go on to the solver, with their slice of
-    the stacked rows. Robots whose shield has another config than the first one's, a column
-    map, or non-finite input run ``filter`` instead, as does a robot alone (the stacked pass
-    pays off from two robots: 270 against 280 us, 3.3x faster at 16). ``filter_time_us`` of
-    a robot counts its share of the stacked pass."""
+    the stacked rows (:func:`filter_batch` describes the rest)."""
     start = time.perf_counter()
     if len(shields) != len(inputs):
         raise ValueError(f"filter_many: {len(shields)} shields but {len(inputs)} inputs")
     outs: list[ShieldOutput | None] = [None] * len(inputs)
     config = shields[0].config if shields else None
     idx = [b for b, (sh, inp) in enumerate(zip(shields, inputs))
-           if (sh.config is config or sh.config == config) and not sh.column_centres_m.shape[0]
-           and inp.column_centres_m is None]
+           if _stackable(sh, config) and inp.column_centres_m is None]
     if len(idx) >= 2:  # one robot alone: filter is cheaper than the stacked pass
-        stack = _Stack.of([inputs[b] for b in idx])
-        finite = stack.finite([inputs[b].gamma for b in idx])
-        if not finite.all():
-            idx = [b for b, ok in zip(idx, finite.tolist()) if ok]
-            stack = _Stack.of([inputs[b] for b in idx]) if len(idx) >= 2 else None
-        if stack is not None:
-            _screen(config, [shields[b] for b in idx], [inputs[b] for b in idx], idx, outs,
-                    start, stack)
+        _filter_stack(config, [shields[b] for b in idx], ShieldBatch.of([inputs[b] for b in idx]),
+                      [inputs[b].gamma for b in idx], idx, outs, start)
     return [out if out is not None else sh.filter(inp)
             for out, sh, inp in zip(outs, shields, inputs)]
 
 
+def filter_batch(shields: Sequence[CBFShield], batch: ShieldBatch) -> list[ShieldOutput]:
+    """:func:`filter_many` of the inputs ``batch`` stacks (``batch.input(k)`` for robot k),
+    without building them: the same outputs. Robots whose shield has another config than the
+    first one's or a column map, or whose input is not finite, run ``filter`` instead, as does
+    a robot alone (the stacked pass pays off from two robots: 270 against 280 us, 3.3x faster
+    at 16). ``filter_time_us`` of a robot counts its share of the stacked pass, and a solving
+    robot's share of the solving stage as well."""
+    start = time.perf_counter()
+    if len(shields) != len(batch.counts):
+        raise ValueError(f"filter_batch: {len(shields)} shields but {len(batch.counts)} inputs")
+    outs: list[ShieldOutput | None] = [None] * len(shields)
+    config = shields[0].config if shields else None
+    idx = [b for b, sh in enumerate(shields) if _stackable(sh, config)]
+    if len(idx) >= 2:
+        sub = batch if len(idx) == len(shields) else batch.take(np.array(idx, np.intp))
+        _filter_stack(config, [shields[b] for b in idx], sub, [None] * len(idx), idx, outs,
+                      start)
+    return [out if out is not None else sh.filter(batch.input(k))
+            for k, (out, sh) in enumerate(zip(outs, shields))]
+
+
+def _stackable(shield: CBFShield, config: ShieldConfig | None) -> bool:
+    """``shield`` can share the stacked pass of robots configured by ``config``."""
+    return ((shield.config is config or shield.config == config)
+            and not shield.column_centres_m.shape[0])
+
+
+def _filter_stack(c: ShieldConfig, shields: list[CBFShield], batch: ShieldBatch,
+                  gammas: list[float | None], idx: list[int], outs: list[ShieldOutput | None],
+                  start: float) -> None:
+    """The stacked pass on the robots of ``batch`` whose input is finite (the others keep
+    ``outs[idx[k]]`` None, for ``filter``); ``gammas``: their inputs' gain overrides."""
+    finite = batch.finite(gammas)
+    if not finite.all():
+        keep = np.flatnonzero(finite)
+        if keep.size < 2:
+            return
+        shields = [shields[k] for k in keep.tolist()]
+        gammas = [gammas[k] for k in keep.tolist()]
+        idx = [idx[k] for k in keep.tolist()]
+        batch = batch.take(keep)
+    _screen(c, shields, batch, gammas, idx, outs, start)
+
+
+def _rows(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``value`` as a float64 array of exactly ``shape``; ValueError naming
+    ``ShieldBatch.<name>``."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != shape:
+        raise ValueError(f"ShieldBatch.{name}: expected shape {shape}, got {arr.shape}")
+    return arr
+
+
+def _check_shapes(name: str, arrays: Sequence[np.ndarray], want: list[tuple[int, ...]]
+                  ) -> None:
+    """ValueError naming ``ShieldBatch.<name>`` unless robot k's array has shape ``want[k]``
+    (the neighbour count M_k from ``nb_pos``)."""
+    shapes = [a.shape for a in arrays]
+    if shapes != want:
+        raise ValueError(f"ShieldBatch.{name}: expected shapes {want} (M per robot from "
+                         f"nb_pos), got {shapes}")
+
+
 @dataclass(frozen=True)
-class _Stack:
-    """Several robots' :class:`ShieldInput` arrays stacked (world frame, SI): own rows
-    (n, 3), and every robot's neighbour rows one after the other with their ``owner``."""
+class ShieldBatch:
+    """Several robots' inputs stacked (world frame ENU, SI units), as :class:`ShieldInput`
+    holds one robot's, without columns or gain overrides: own rows (n, 3), and every robot's
+    neighbour rows one after the other with their ``owner``. Shapes are checked by
+    :meth:`of_arrays`; values are not (non-finite ones are the shield's business)."""
 
     pos: np.ndarray
     """(n, 3) own positions."""
@@ -643,10 +708,11 @@ class _Stack:
     nb_vel: np.ndarray
     """(R, 3) neighbours' velocities."""
     extra: np.ndarray
-    """(R,) neighbours' extra safety radii."""
+    """(R,) neighbours' extra safety radii (m; negative counts as 0)."""
 
     @classmethod
-    def of(cls, inputs: Sequence[ShieldInput]) -> _Stack:
+    def of(cls, inputs: Sequence[ShieldInput]) -> ShieldBatch:
+        """The batch of already checked inputs (their columns and gains are not kept)."""
         counts = [inp.neighbour_positions_m.shape[0] for inp in inputs]
         return cls(np.stack([inp.position_m for inp in inputs]),
                    np.stack([inp.velocity_mps for inp in inputs]),
@@ -655,6 +721,41 @@ class _Stack:
                    np.concatenate([inp.neighbour_positions_m for inp in inputs]),
                    np.concatenate([inp.neighbour_velocities_mps for inp in inputs]),
                    np.concatenate([inp.neighbour_extra_radius_m for inp in inputs]))
+
+    @classmethod
+    def of_arrays(cls, pos: Any, vel: Any, nominal: Any, nb_pos: Sequence[np.ndarray],
+                  nb_vel: Sequence[np.ndarray], extra: Sequence[np.ndarray]) -> ShieldBatch:
+        """The batch of n robots: ``pos``, ``vel``, ``nominal`` (n, 3); robot k's neighbours,
+        numpy arrays ``nb_pos[k]``, ``nb_vel[k]`` (M_k, 3) and ``extra[k]`` (M_k,). The same
+        arrays as :meth:`of` on the robots' :class:`ShieldInput`; a wrong shape is a
+        ValueError naming the field."""
+        counts = [a.shape[0] if a.ndim else -1 for a in nb_pos]
+        _check_shapes("nb_pos", nb_pos, [(m, 3) for m in counts])
+        _check_shapes("nb_vel", nb_vel, [(m, 3) for m in counts])
+        _check_shapes("extra", extra, [(m,) for m in counts])
+        n, rows = len(counts), sum(counts)
+        return cls(_rows(pos, (n, 3), "pos"), _rows(vel, (n, 3), "vel"),
+                   _rows(nominal, (n, 3), "nominal"), counts, np.repeat(np.arange(n), counts),
+                   _rows(np.concatenate(nb_pos) if n else np.zeros((0, 3)), (rows, 3), "nb_pos"),
+                   _rows(np.concatenate(nb_vel) if n else np.zeros((0, 3)), (rows, 3), "nb_vel"),
+                   _rows(np.concatenate(extra) if n else np.zeros(0), (rows,), "extra"))
+
+    def input(self, k: int) -> ShieldInput:
+        """Robot k's :class:`ShieldInput` (views of the batch's rows)."""
+        end = int(np.sum(self.counts[:k + 1]))
+        begin = end - self.counts[k]
+        return ShieldInput(self.pos[k], self.vel[k], self.nominal[k], self.nb_pos[begin:end],
+                           self.nb_vel[begin:end], self.extra[begin:end])
+
+    def take(self, robots: np.ndarray) -> ShieldBatch:
+        """The batch of the robots ``robots`` ((k,) increasing indices), in that order."""
+        member = np.zeros(len(self.counts), bool)
+        member[robots] = True
+        rows = member[self.owner]
+        counts = [self.counts[k] for k in robots.tolist()]
+        return ShieldBatch(self.pos[robots], self.vel[robots], self.nominal[robots], counts,
+                           np.repeat(np.arange(len(counts)), counts), self.nb_pos[rows],
+                           self.nb_vel[rows], self.extra[rows])
 
     def finite(self, gammas: Sequence[float | None]) -> np.ndarray:
         """(n,) :func:`_finite_input` of each robot (inputs without columns), from the
@@ -667,30 +768,85 @@ class _Stack:
         return own & gamma & (np.bincount(self.owner[~rows], minlength=len(own)) == 0)
 
 
-def _screen(c: ShieldConfig, shields: list[CBFShield], inputs: list[ShieldInput],
-            idx: list[int], outs: list[ShieldOutput | None], start: float,
-            stack: _Stack) -> None:
-    """:func:`filter_many`'s stacked pass: the rows and bounds of :meth:`CBFShield.build_qp`
-    for every robot at once (the same bits as one robot's), from ``inputs`` stacked in
-    ``stack``; fills ``outs[idx[k]]`` for robot k, by the fast path when its nominal
-    acceleration already satisfies them, else by solving its slice of the rows (as
-    ``filter``)."""
+@dataclass(frozen=True)
+class _StackedQP:
+    """Every robot's :class:`ShieldQP` of a stacked pass, rows one robot after the other."""
+
+    owner: np.ndarray
+    """(R,) the robot each row belongs to."""
+    g: np.ndarray
+    """(R, 3) rows."""
+    rhs: np.ndarray
+    """(R,) their bounds."""
+    u_nom: np.ndarray
+    """(n, 3) nominal accelerations (m/s^2)."""
+    lb: np.ndarray
+    """(n, 3) per-axis lower bounds (m/s^2)."""
+    ub: np.ndarray
+    """(n, 3) per-axis upper bounds (m/s^2)."""
+    gamma: np.ndarray
+    """(n,) the gains used (s/m^2)."""
+    min_h: np.ndarray
+    """(n,) smallest barrier value (m/s) of each robot."""
+
+
+def _screen(c: ShieldConfig, shields: list[CBFShield], batch: ShieldBatch,
+            gammas: list[float | None], idx: list[int], outs: list[ShieldOutput | None],
+            start: float) -> None:
+    """:func:`filter_many`'s stacked pass on finite inputs: the rows and bounds of
+    :meth:`CBFShield.build_qp` for every robot at once (the same bits as one robot's), from
+    ``batch`` (``gammas``: the inputs' gain overrides); fills ``outs[idx[k]]`` for robot k, by
+    the fast path when its nominal acceleration already satisfies them, else by solving its
+    slice of the rows (:func:`_solve_stacked`, as ``filter``)."""
+    qp = _stacked_qp(c, shields, batch, gammas)
+    n = len(idx)
+    g_u = _row_dot(qp.g, qp.u_nom[qp.owner])
+    bad_rows = np.bincount(qp.owner[~(qp.rhs - g_u >= 0)], minlength=n)
+    row_nan = np.bincount(qp.owner[~np.isfinite(qp.g).all(axis=1) | np.isnan(qp.rhs)],
+                          minlength=n)
+    well = ((row_nan == 0) & np.isfinite(qp.u_nom).all(axis=1)
+            & ~np.isnan(qp.lb).any(axis=1) & ~np.isnan(qp.ub).any(axis=1))
+    fast = (well & (bad_rows == 0) & (qp.lb <= qp.u_nom).all(axis=1)
+            & (qp.u_nom <= qp.ub).all(axis=1))
+    active = (np.bincount(qp.owner[g_u >= qp.rhs - ROW_TOL], minlength=n)
+              + (qp.u_nom <= qp.lb + ROW_TOL).sum(axis=1)
+              + (qp.u_nom >= qp.ub - ROW_TOL).sum(axis=1))
+    share_us = _us_since(start) / n
+    v_fast = _clip_v(batch.nominal, c)
+    u_fast = qp.u_nom.copy()
+    min_h, gamma, active = qp.min_h.tolist(), qp.gamma.tolist(), active.tolist()
+    for j in np.flatnonzero(fast).tolist():
+        outs[idx[j]] = ShieldOutput(v_fast[j], u_fast[j], ShieldStatus.VIOLATED if min_h[j] < 0
+                                    else ShieldStatus.OK, False, active[j], min_h[j], gamma[j],
+                                    0, 0.0, share_us)
+    for j in np.flatnonzero(~well).tolist():  # finite but absurd input overflowed
+        outs[idx[j]] = shields[j]._brake(batch.vel[j], ShieldStatus.SOLVER_ERROR, min_h[j],
+                                         gamma[j], 0, 0.0, time.perf_counter() - share_us * 1e-6,
+                                         _NOT_FINITE_QP)
+    solve = np.flatnonzero(well & ~fast)
+    if solve.size:
+        _solve_stacked(c, shields, batch, qp, solve, [idx[j] for j in solve.tolist()], outs,
+                       share_us)
+
+
+def _stacked_qp(c: ShieldConfig, shields: list[CBFShield], batch: ShieldBatch,
+                gammas: list[float | None]) -> _StackedQP:
+    """:meth:`CBFShield.build_qp` of every robot of ``batch`` at once (no columns)."""
     ref = shields[0]
-    n = len(inputs)
-    pos, vel, nominal, counts = stack.pos, stack.vel, stack.nominal, stack.counts
-    owner, nb_pos, nb_vel, extra = stack.owner, stack.nb_pos, stack.nb_vel, stack.extra
-    dp = nb_pos - pos[owner]  # as gamma_for takes it, for the density rule's count
+    n = len(shields)
+    pos, vel, owner = batch.pos, batch.vel, batch.owner
+    dp = batch.nb_pos - pos[owner]  # as gamma_for takes it, for the density rule's count
     near = np.bincount(owner[np.einsum("ij,ij->i", dp, dp) <= c.density_radius_m ** 2],
                        minlength=n)
-    gamma = np.array([sh.gamma_for(inp) if inp.gamma is not None or sh.gamma is not None
-                      else sh.density_gamma(int(count))
-                      for sh, inp, count in zip(shields, inputs, near)])
+    gamma = np.maximum(c.gamma_min, c.gamma / (1.0 + c.density_slope * near))  # density_gamma
+    for k, (sh, override) in enumerate(zip(shields, gammas)):
+        if override is not None or sh.gamma is not None:
+            gamma[k] = sh.gain(override, 0)
     normals, rhs, h_rows = _barrier_rows(
-        -dp, vel[owner] - nb_vel, c.safety_distance_m + np.maximum(extra, 0.0),
+        -dp, vel[owner] - batch.nb_vel, c.safety_distance_m + np.maximum(batch.extra, 0.0),
         ref._a_sum, c.agent_responsibility, gamma[owner])
-    g = -normals
     a_i, k = c.a_max_mps2, c.k_v_per_s
-    u_nom = k * (nominal - vel)
+    u_nom = k * (batch.nominal - vel)
     ub = np.minimum(a_i, np.maximum(-a_i, k * (c.v_max_mps - vel)))
     lb = np.maximum(-a_i, np.minimum(a_i, k * (-c.v_max_mps - vel)))
     has_lo, has_hi = ref._has_lo, ref._has_hi
@@ -698,34 +854,65 @@ def _screen(c: ShieldConfig, shields: list[CBFShield], inputs: list[ShieldInput]
     h_hi, rate_hi = _barrier_terms(ref._hi - pos[:, has_hi], -vel[:, has_hi], a_i)
     lb[:, has_lo] = np.maximum(lb[:, has_lo], -(gamma[:, None] * h_lo ** 3 + rate_lo))
     ub[:, has_hi] = np.minimum(ub[:, has_hi], gamma[:, None] * h_hi ** 3 + rate_hi)
-
-    g_u = _row_dot(g, u_nom[owner])
-    bad_rows = np.bincount(owner[~(rhs - g_u >= 0)], minlength=n)
-    row_nan = np.bincount(owner[~np.isfinite(g).all(axis=1) | np.isnan(rhs)], minlength=n)
-    well = ((row_nan == 0) & np.isfinite(u_nom).all(axis=1)
-            & ~np.isnan(lb).any(axis=1) & ~np.isnan(ub).any(axis=1))
-    fast = well & (bad_rows == 0) & (lb <= u_nom).all(axis=1) & (u_nom <= ub).all(axis=1)
-    active = (np.bincount(owner[g_u >= rhs - ROW_TOL], minlength=n)
-              + (u_nom <= lb + ROW_TOL).sum(axis=1) + (u_nom >= ub - ROW_TOL).sum(axis=1))
     min_rows = np.full(n, math.inf)
     np.minimum.at(min_rows, owner, h_rows)
     min_h = np.minimum(min_rows, np.min(np.concatenate((h_lo, h_hi), axis=1), axis=1,
                                         initial=math.inf))
-    share_us = _us_since(start) / n
+    return _StackedQP(owner, -normals, rhs, u_nom, lb, ub, gamma, min_h)
+
+
+def _solve_stacked(c: ShieldConfig, shields: list[CBFShield], batch: ShieldBatch,
+                   qp: _StackedQP, solve: np.ndarray, idx: list[int],
+                   outs: list[ShieldOutput | None], share_us: float) -> None:
+    """``_filter_qp``'s solving part for the robots ``solve`` of the stacked pass (their QP
+    well formed, their nominal command unsafe), with ``outs[idx[s]]`` for robot ``solve[s]``:
+    the rows that cannot bind pruned, the solutions clipped, checked and counted for all of
+    them at once; only the solver runs robot by robot. ``share_us``: each robot's share of the
+    stacked pass so far (us)."""
+    start = time.perf_counter()
+    member = np.full(len(shields), -1)
+    member[solve] = np.arange(solve.size)
+    own = member[qp.owner]
+    sel = own >= 0
+    own, g, rhs = own[sel], qp.g[sel], qp.rhs[sel]
+    lb, ub = qp.lb[solve], qp.ub[solve]
+    keep = ~(_reach(g, lb[own], ub[own]) <= rhs)
+    rows = np.bincount(own[keep], minlength=solve.size)
+    results = solve_nearest_points(qp.u_nom[solve], g[keep], rhs[keep], rows, lb, ub)
+    u = np.clip(np.stack([r.x for r in results]), lb, ub)  # bounds exactly; rows checked below
+    g_u = _row_dot(g, u[own])
+    worst = np.maximum(np.maximum((lb - u).max(axis=1), (u - ub).max(axis=1)), 0.0)
+    np.maximum.at(worst, own, g_u - rhs)
+    active = (np.bincount(own[g_u >= rhs - ROW_TOL], minlength=solve.size)
+              + (u <= lb + ROW_TOL).sum(axis=1) + (u >= ub - ROW_TOL).sum(axis=1))
+    v_sp = _clip_v(batch.vel[solve] + u / c.k_v_per_s, c)
+    intervened = (np.abs(v_sp - batch.nominal[solve]) > 1e-9).any(axis=1)
+    counts = np.bincount(own, minlength=solve.size)
     ends = np.cumsum(counts)
-    for j, b in enumerate(idx):
-        if fast[j]:
-            h = float(min_h[j])
-            outs[b] = ShieldOutput(_clip_v(inputs[j].nominal_velocity_mps, c), u_nom[j].copy(),
-                                   ShieldStatus.VIOLATED if h < 0 else ShieldStatus.OK, False,
-                                   int(active[j]), h, float(gamma[j]), 0, 0.0, share_us)
-        else:  # this robot's rows of the stacked pass are its build_qp: solve them
-            rows = slice(ends[j] - counts[j], ends[j])
-            qp = ShieldQP(u_nom[j], g[rows], rhs[rows], lb[j], ub[j],
-                          np.concatenate((h_rows[rows], h_lo[j], h_hi[j])))
-            outs[b] = shields[j]._filter_qp(inputs[j], qp, float(gamma[j]),
-                                            time.perf_counter() - share_us * 1e-6,
-                                            screened=bool(well[j]))
+    filter_us = share_us + _us_since(start) / solve.size
+    begin = time.perf_counter() - filter_us * 1e-6
+    gammas, min_hs = qp.gamma[solve].tolist(), qp.min_h[solve].tolist()
+    recheck = (worst > _RECHECK).tolist()
+    intervened, active, rows = intervened.tolist(), active.tolist(), rows.tolist()
+    for s, (j, result) in enumerate(zip(solve.tolist(), results)):
+        gamma, min_h = gammas[s], min_hs[s]
+        if result.status is QPStatus.OPTIMAL and recheck[s]:  # exactly, as filter checks
+            part = slice(ends[s] - counts[s], ends[s])
+            exact = _violation(ShieldQP(qp.u_nom[j], g[part], rhs[part], lb[s], ub[s],
+                                        _NO_ROWS), u[s])
+            if exact > ROW_TOL:
+                result = QPResult(result.x, QPStatus.ERROR, result.solve_time_us,
+                                  f"solution violates a row by {exact:.3g}")
+        if result.status is not QPStatus.OPTIMAL:
+            status = (ShieldStatus.INFEASIBLE if result.status is QPStatus.INFEASIBLE
+                      else ShieldStatus.SOLVER_ERROR)
+            outs[idx[s]] = shields[j]._brake(batch.vel[j], status, min_h, gamma, rows[s],
+                                             result.solve_time_us, begin, result.detail)
+            continue
+        outs[idx[s]] = ShieldOutput(v_sp[s], u[s], ShieldStatus.VIOLATED if min_h < 0
+                                    else ShieldStatus.OK, intervened[s], active[s], min_h,
+                                    gamma, rows[s], result.solve_time_us, filter_us,
+                                    result.detail)
 
 
 def _finite_input(inp: ShieldInput) -> bool:
@@ -765,6 +952,13 @@ def _count_active(qp: ShieldQP, u: np.ndarray) -> int:
     rows = int(np.count_nonzero(_row_dot(qp.g, u) >= qp.rhs - ROW_TOL))
     return rows + int(np.count_nonzero(u <= qp.lb + ROW_TOL)) + int(
         np.count_nonzero(u >= qp.ub - ROW_TOL))
+
+
+def _reach(g: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
+    """(R,) the largest value of each row ``g`` (R, 3) over the box [lb, ub] ((3,) or per-row
+    (R, 3), m/s^2): a row whose reach is within its bound cannot bind anywhere in the box."""
+    corner = np.maximum(g * lb, g * ub)
+    return corner[:, 0] + corner[:, 1] + corner[:, 2]
 
 
 def _row_dot(g: np.ndarray, u: np.ndarray) -> np.ndarray:
