@@ -52,7 +52,8 @@ from swarm_rl.errors import PolicyMismatchError
 from swarm_rl.runtime.neighbours import (MAX_POSITION_M, MAX_SPEED_MPS, NeighbourSnapshot,
                                          NeighbourTable, too_large)
 from swarm_rl.runtime.policy import NonFiniteObservation, OnnxPolicy
-from swarm_rl.runtime.shield import CBFShield, ShieldInput, filter_many
+from swarm_rl.runtime.shield import (CBFShield, ShieldBatch, ShieldInput, filter_batch,
+                                     filter_many)
 
 log = logging.getLogger(__name__)
 
@@ -332,9 +333,12 @@ class RobotController:
         return np.minimum(arr, OBSTACLE_RANGE_M), None
 
     def _shielded(self, tick: _Tick,
-                  shield_result: tuple[np.ndarray, Mapping[str, Any]] | None = None) -> Command:
+                  shield_result: tuple[np.ndarray, Mapping[str, Any]] | None = None,
+                  checked: bool = False) -> Command:
         """The tick's command through the shield; ``shield_result``: the shield's answer,
-        when :func:`step_robots` has already asked it for several robots at once."""
+        when :func:`step_robots` has already asked it for several robots at once; ``checked``:
+        its setpoint is known to be a finite float (3,) array (step_robots checks the stacked
+        pass's setpoints in one call)."""
         pos, vel, snap, reasons = tick.pos, tick.vel, tick.snap, tick.reasons
         v_nominal, yaw_rate, mode = tick.v_nominal, tick.yaw_rate, tick.mode
         velocity, info = v_nominal, {}
@@ -349,19 +353,21 @@ class RobotController:
                 log.exception("%s: shield failed", self.name)
                 out, info = None, {}
                 reasons.append("shield_error")
-            if out is not None and (out.shape != (3,) or not np.isfinite(out).all()):
+            if out is not None and not (checked or (out.shape == (3,)
+                                                    and np.isfinite(out).all())):
                 reasons.append("shield_output_invalid")
                 out = None
             if out is None:
                 velocity, fallback, mode = np.zeros(3), True, CommandMode.HOVER
             else:
                 velocity, shielded = out, True
-                changed = float(np.abs(out - v_nominal).max()) > 1e-9
-                intervened = bool(info.get("intervened", changed))
+                intervened = bool(info["intervened"] if "intervened" in info
+                                  else float(np.abs(out - v_nominal).max()) > 1e-9)
                 fallback = bool(info.get("fallback", False))
                 if fallback:
                     reasons.append("shield_fallback")
-        if not (np.isfinite(velocity).all() and math.isfinite(yaw_rate)):  # defence in depth
+        # defence in depth (a shielded setpoint has just been checked finite)
+        if not (math.isfinite(yaw_rate) and (shielded or np.isfinite(velocity).all())):
             velocity, yaw_rate, mode = np.zeros(3), 0.0, CommandMode.HOVER
             reasons.append("output_nonfinite")
         return Command(np.array(velocity, dtype=float), float(yaw_rate), mode,
@@ -380,8 +386,9 @@ def step_robots(controllers: Sequence[RobotController], now_s: float,
     """The commands of the robots one process hosts (each as :meth:`RobotController.step`
     describes), computed together: one neighbour-table query and one observation build per
     shared table, one policy call for every robot that shares the first one's policy, and one
-    stacked shield pass (:func:`~swarm_rl.runtime.shield.filter_many`) for those with a
-    :class:`~swarm_rl.runtime.shield.CBFShield`. A failing batched policy call falls back to
+    stacked shield pass (:func:`~swarm_rl.runtime.shield.filter_batch`, on the ticks' states
+    and snapshots stacked) for those with a :class:`~swarm_rl.runtime.shield.CBFShield`,
+    whose setpoints are checked finite at once. A failing batched policy call falls back to
     one call per robot (so each failure is named); ``policy_latency_us`` is each robot's
     share of the batched call. The batched network may differ from single calls in float32
     rounding (~1e-7)."""
@@ -414,8 +421,8 @@ def step_robots(controllers: Sequence[RobotController], now_s: float,
     for k in ready:
         if k not in shared:
             controllers[k]._run_policy(ticks[k])
-    results = _shield_results(controllers, ticks)
-    return [t if isinstance(t, Command) else c._shielded(t, results.get(k))
+    results, checked = _shield_results(controllers, ticks)
+    return [t if isinstance(t, Command) else c._shielded(t, results.get(k), k in checked)
             for k, (c, t) in enumerate(zip(controllers, ticks))]
 
 
@@ -452,17 +459,12 @@ def _owns_acceptable(controllers: Sequence[RobotController],
     decided for all robots at once; False means "check it alone" (the exact check, with its
     reason). Only well-typed states (float64 arrays of the right shapes) are screened."""
     ok = np.zeros(len(owns), bool)
-    if len(owns) < SCREEN_MIN_ROBOTS or not _finite(now_s) or not all(
-            isinstance(o, OwnState) and all(isinstance(a, np.ndarray) and a.dtype == np.float64
-                                            for a in (o.pos_m, o.vel_mps, o.rot, o.omega_rad_s))
-            and o.pos_m.shape == o.vel_mps.shape == o.omega_rad_s.shape == (3,)
-            and o.rot.shape == (3, 3) and isinstance(o.stamp_s, float | int)
-            for o in owns):
+    if len(owns) < SCREEN_MIN_ROBOTS or not _finite(now_s) or not _well_typed(owns):
         return ok
-    pos = np.stack([o.pos_m for o in owns])
-    vel = np.stack([o.vel_mps for o in owns])
-    omega = np.stack([o.omega_rad_s for o in owns])
-    rot = np.stack([o.rot for o in owns])
+    pos = np.array([o.pos_m for o in owns])  # np.array: np.stack's rows, a third of its cost
+    vel = np.array([o.vel_mps for o in owns])
+    omega = np.array([o.omega_rad_s for o in owns])
+    rot = np.array([o.rot for o in owns])
     age = float(now_s) - np.array([float(o.stamp_s) for o in owns])
     stale = np.array([c.own_stale_s for c in controllers])
     with np.errstate(all="ignore"):  # non-finite rows fail the tests below
@@ -480,13 +482,32 @@ def _owns_acceptable(controllers: Sequence[RobotController],
     return ok
 
 
+_F64 = np.dtype(np.float64)
+
+
+def _well_typed(owns: Sequence[OwnState | None]) -> bool:
+    """Every entry an :class:`OwnState` of float64 arrays of the right shapes ((3,), and (3, 3)
+    for ``rot``) with a float or int stamp: the states :func:`_owns_acceptable` screens."""
+    for o in owns:
+        if not (isinstance(o, OwnState) and isinstance(o.stamp_s, float | int)):
+            return False
+        p, v, w, r = o.pos_m, o.vel_mps, o.omega_rad_s, o.rot
+        if not (isinstance(p, np.ndarray) and isinstance(v, np.ndarray)
+                and isinstance(w, np.ndarray) and isinstance(r, np.ndarray)
+                and p.dtype == v.dtype == w.dtype == r.dtype == _F64
+                and p.shape == v.shape == w.shape == (3,) and r.shape == (3, 3)):
+            return False
+    return True
+
+
 def _observe(controllers: Sequence[RobotController], ticks: Sequence[_Tick],
              now_s: float) -> None:
     """Each tick's neighbour snapshot, and for those without a rejected input the layout
     observation, built by the one observation function (height = own z above the floor at
-    z = 0, as in the simulator); the controllers share one neighbour table."""
+    z = 0, as in the simulator); the controllers share one neighbour table. (``np.array`` on
+    the ticks' equal-shaped rows gives ``np.stack``'s array at a third of its cost.)"""
     table = controllers[0].neighbours
-    pos = np.stack([t.pos for t in ticks])
+    pos = np.array([t.pos for t in ticks])
     stack = table.snapshot_stack([c.name for c in controllers], pos, now_s)
     for t, snap in zip(ticks, stack.snapshots):
         t.snap = snap
@@ -495,30 +516,48 @@ def _observe(controllers: Sequence[RobotController], ticks: Sequence[_Tick],
         return
     ready = [ticks[b] for b in rows]
     pos = pos[rows]
-    vel = np.stack([t.vel for t in ready])
+    vel = np.array([t.vel for t in ready])
     feats, mask = table.features_stack(stack, rows, pos, vel)
-    obs = build_observation(pos - np.stack([t.goal for t in ready]), vel,
-                            np.stack([np.asarray(t.own.rot, float) for t in ready]),
-                            np.stack([np.asarray(t.own.omega_rad_s, float) for t in ready]),
-                            pos[:, 2:3], feats, mask, np.stack([t.patch for t in ready]))
+    obs = build_observation(pos - np.array([t.goal for t in ready]), vel,
+                            np.array([np.asarray(t.own.rot, float) for t in ready]),
+                            np.array([np.asarray(t.own.omega_rad_s, float) for t in ready]),
+                            pos[:, 2:3], feats, mask, np.array([t.patch for t in ready]))
     for t, row in zip(ready, obs):
         t.obs = row
 
 
 def _shield_results(controllers: Sequence[RobotController], ticks: list[Command | _Tick]
-                    ) -> dict[int, tuple[np.ndarray, Mapping[str, Any]]]:
-    """The CBF shields' answers for every tick that has one, from one stacked pass; empty
-    (each robot asks its own shield) if building the stacked inputs fails."""
+                    ) -> tuple[dict[int, tuple[np.ndarray, Mapping[str, Any]]], set[int]]:
+    """The CBF shields' answers for every tick that has one, from one stacked pass over the
+    ticks' states and snapshots (:func:`~swarm_rl.runtime.shield.filter_batch`, no per-robot
+    :class:`~swarm_rl.runtime.shield.ShieldInput`), and the ticks whose setpoint (world frame,
+    m/s) was found finite, all in one call; empty (each robot asks its own shield) if building
+    the stacked inputs fails."""
     idx = [k for k, t in enumerate(ticks)
            if isinstance(t, _Tick) and isinstance(controllers[k].shield, CBFShield)]
+    if not idx:
+        return {}, set()
+    shields = [controllers[k].shield for k in idx]
+    live = [ticks[k] for k in idx]
     try:
-        inputs = [ShieldInput(t.pos, t.vel, t.v_nominal, t.snap.pos_m, t.snap.vel_mps,
-                              t.snap.extra_radius_m) for t in (ticks[k] for k in idx)]
-        outs = filter_many([controllers[k].shield for k in idx], inputs)
+        if len(live) == 1:  # one robot: its input alone costs less than a batch
+            t = live[0]
+            outs = filter_many(shields, [ShieldInput(t.pos, t.vel, t.v_nominal, t.snap.pos_m,
+                                                     t.snap.vel_mps, t.snap.extra_radius_m)])
+        else:
+            outs = filter_batch(shields, ShieldBatch.of_arrays(
+                np.array([t.pos for t in live]), np.array([t.vel for t in live]),
+                np.array([t.v_nominal for t in live]), [t.snap.pos_m for t in live],
+                [t.snap.vel_mps for t in live], [t.snap.extra_radius_m for t in live]))
     except Exception:
         log.exception("stacked shield pass failed; filtering robot by robot")
-        return {}
-    return {k: (out.velocity_setpoint_mps, out.diagnostics()) for k, out in zip(idx, outs)}
+        return {}, set()
+    setpoints = [out.velocity_setpoint_mps for out in outs]
+    finite = (np.isfinite(np.array(setpoints)).all(axis=1).tolist()
+              if all(v.shape == (3,) for v in setpoints) else [False] * len(outs))
+    checked = {k for k, ok in zip(idx, finite) if ok}
+    return ({k: (out.velocity_setpoint_mps, out.diagnostics()) for k, out in zip(idx, outs)},
+            checked)
 
 
 def _finite(value: object) -> bool:

@@ -1,0 +1,80 @@
+"""step_robots' stacked shield pass (swarm_rl/runtime/robot.py): the batch built from the
+ticks' states and snapshots, and the setpoints' finiteness checked for all robots at once."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swarm_rl.runtime import robot as robot_module
+from swarm_rl.runtime.neighbours import NeighbourTable
+from swarm_rl.runtime.policy import OnnxPolicy
+from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController, step_robots
+from swarm_rl.runtime.shield import CBFShield, ShieldConfig, filter_batch, filter_many
+
+POLICY = Path(__file__).resolve().parents[1] / "policies" / "formation_velocity_8.onnx"
+
+
+def _crowd(seed: int, n: int = 12):
+    """(controllers factory, owns, goals, now) of a crowd in which the shield acts, with a
+    stale neighbour."""
+    policy = OnnxPolicy(POLICY)
+    rng = np.random.default_rng(seed)
+    now = 20.0
+    pos = rng.uniform([-1.0, -1.0, 0.3], [1.0, 1.0, 1.6], (n, 3))
+    vel = rng.normal(0.0, 0.8, (n, 3))
+    goals = list(rng.uniform([-3.0, -3.0, 0.5], [3.0, 3.0, 2.0], (n, 3)))
+    owns = [OwnState(pos[i], vel[i], np.eye(3), np.zeros(3), now) for i in range(n)]
+
+    def controllers() -> list[RobotController]:
+        table = NeighbourTable(policy.neighbours_k, policy.neighbour_range_m, 0.1, 1.0, 1.0)
+        for i in range(n):
+            table.update(f"cf{i + 1}", now - (0.3 if i == 5 else 0.0), pos[i], vel[i])
+        return [RobotController(policy, table, f"cf{i + 1}",
+                                shield=CBFShield(ShieldConfig(safety_distance_m=0.4)))
+                for i in range(n)]
+    return controllers, owns, goals, now
+
+
+def _by_inputs(shields, batch):
+    """The shield pass as it was built before ShieldBatch: one ShieldInput per robot."""
+    return filter_many(shields, [batch.input(k) for k in range(len(batch.counts))])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batch_from_snapshots_gives_the_commands_of_per_robot_inputs(monkeypatch, seed):
+    """Commands bit for bit those of the shield pass over one ShieldInput per robot."""
+    controllers, owns, goals, now = _crowd(seed)
+    stacked = step_robots(controllers(), now, owns, goals)
+    monkeypatch.setattr(robot_module, "filter_batch", _by_inputs)
+    reference = step_robots(controllers(), now, owns, goals)
+    for a, b in zip(stacked, reference):
+        np.testing.assert_array_equal(a.velocity_mps, b.velocity_mps)
+        assert (a.mode, a.diagnostics.reasons, a.diagnostics.shield_intervened,
+                a.diagnostics.shield_fallback) == (b.mode, b.diagnostics.reasons,
+                                                   b.diagnostics.shield_intervened,
+                                                   b.diagnostics.shield_fallback)
+    assert any(c.diagnostics.shield_intervened for c in stacked)
+
+
+def test_non_finite_stacked_setpoint_hovers_that_robot_only(monkeypatch):
+    """The stacked finiteness check: a shield output with a NaN setpoint makes that robot
+    hover (flagged shield_output_invalid); the others keep their shielded setpoints."""
+    controllers, owns, goals, now = _crowd(1)
+    good = step_robots(controllers(), now, owns, goals)
+
+    def broken(shields, batch):
+        outs = filter_batch(shields, batch)
+        outs[3] = dataclasses.replace(outs[3], velocity_setpoint_mps=np.array([np.nan, 0, 0]))
+        return outs
+
+    monkeypatch.setattr(robot_module, "filter_batch", broken)
+    bad = step_robots(controllers(), now, owns, goals)
+    assert bad[3].mode is CommandMode.HOVER and bad[3].diagnostics.shield_fallback
+    assert bad[3].diagnostics.reasons == ("shield_output_invalid",)
+    np.testing.assert_array_equal(bad[3].velocity_mps, np.zeros(3))
+    for k in set(range(len(good))) - {3}:
+        np.testing.assert_array_equal(bad[k].velocity_mps, good[k].velocity_mps)
+        assert bad[k].diagnostics.reasons == good[k].diagnostics.reasons == ()
