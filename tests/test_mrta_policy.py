@@ -117,7 +117,8 @@ def test_deploy_side_imports_neither_torch_nor_pybullet():
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("name", ["mrta_paper", "mrta_paper_respawn", "mrta_room_8"])
+@pytest.mark.parametrize("name", ["mrta_paper", "mrta_paper_respawn", "mrta_paper_dagger",
+                                  "mrta_room_8_v1", "mrta_room_8"])
 def test_shipped_init_file_holds_the_shipped_policy(tmp_path, name):
     """A shipped ``policies/NAME.init.pt`` (what fine-tuning presets start from) exports to a
     policy that makes the shipped ONNX file's choices, so the fine-tuning reruns from a clean
