@@ -59,10 +59,10 @@ class MRTATrainConfig:
     (:meth:`sim.mrta.env.MRTAVecEnv.redundant`), so leaving such a task pays c at once. 0:
     off (the shared team reward alone)."""
     init: str = ""
-    """Path of an earlier MRTA run's ``checkpoint.pt`` whose actor, critic and value
-    normaliser this run starts from (fine-tuning, e.g. on one preset of a mixed run); the
-    optimizer, step count and learning-rate schedule start afresh. The model and observation
-    layout must match. Empty: fresh weights."""
+    """Path of an earlier MRTA run's ``checkpoint.pt`` or ``init.pt`` (shipped ones:
+    ``policies/NAME.init.pt``) whose actor, critic and value normaliser this run starts from
+    (fine-tuning); the optimizer, step count and learning-rate schedule start afresh. The
+    model and observation size must match. Empty: fresh weights."""
     preset: str = ""
     """Name of the preset this run came from (recorded in the exported policy)."""
     mix: list[str] = field(default_factory=list)

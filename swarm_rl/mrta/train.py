@@ -159,8 +159,8 @@ class MRTATrainer:
     def imitate(self, progress_bar: bool = True) -> dict[str, float]:
         """The warm start (``imitate.updates`` rollouts of market decisions cloned into the
         actor and critic, :mod:`swarm_rl.mrta.imitate`); one row per rollout in
-        ``imitation.jsonl``, a checkpoint after each (a resume goes on from there). Fresh episodes
-        follow, for PPO."""
+        ``imitation.jsonl``, a checkpoint after each (a resume goes on from there). Fresh
+        episodes follow, for PPO."""
         cfg, ppo = self.cfg, self.cfg.ppo
         stats: dict[str, float] = {}
         for _ in tqdm(range(self.imitated, cfg.imitate.updates), desc="imitate market",
@@ -180,8 +180,7 @@ class MRTATrainer:
                    "collect_s": t1 - t0, "fit_s": time.perf_counter() - t1,
                    "unknown_share": demo.unknown_share,
                    "return": demo.episode_return, **stats}
-            with open(self.out_dir / "imitation.jsonl", "a") as f:
-                f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
+            self._append_row("imitation.jsonl", row)
             log.info("imitation %d/%d: accuracy %.3f, return %.1f", self.imitated,
                      cfg.imitate.updates, stats["imitation_accuracy"], demo.episode_return)
             self.save()
@@ -343,9 +342,13 @@ class MRTATrainer:
         if self.recent:
             for key in self.recent[-1]:
                 row[key] = float(np.mean([m[key] for m in self.recent]))
-        with open(self.out_dir / "progress.jsonl", "a") as f:
-            f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
+        self._append_row("progress.jsonl", row)
         return row
+
+    def _append_row(self, name: str, row: dict) -> None:
+        """One JSON line appended to the run directory's log ``name``."""
+        with open(self.out_dir / name, "a") as f:
+            f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
 
     def save(self) -> Path:
         path = self.out_dir / CHECKPOINT_NAME
