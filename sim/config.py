@@ -95,6 +95,9 @@ class EnvConfig:
     obstacle_radius_m: float = 0.15
     obstacle_area_m: tuple[float, float] = (6.0, 4.0)
     """Size of the obstacle field (x, y), centred in the room."""
+    obstacle_mix: float = 0.0
+    """``obstacles`` only: share of environments, in [0, 1], whose spawns and goals are both
+    scattered in and around the column field (the rest cross it); see :mod:`sim.scenarios`."""
     formation: str = "random"
     formation_spacing_m: float = 0.6
     goal_height_m: float = 1.5
@@ -172,6 +175,10 @@ class EnvConfig:
         need(self.grace_s >= 0, "grace_s", f"must be >= 0, got {self.grace_s}")
         need(len(self.obstacle_area_m) == 2 and all(v > 0 for v in self.obstacle_area_m),
              "obstacle_area_m", f"must be two lengths > 0 (x, y), got {self.obstacle_area_m}")
+        need(0.0 <= self.obstacle_mix <= 1.0, "obstacle_mix",
+             f"must be in [0, 1], got {self.obstacle_mix}")
+        need(self.obstacle_mix == 0.0 or self.scenario == "obstacles", "obstacle_mix",
+             f"only the obstacles scenario mixes episodes, got scenario '{self.scenario}'")
         need(self.reward.precision_scale_m > 0, "reward.precision_scale_m",
              f"must be > 0, got {self.reward.precision_scale_m}")
         for name in ("pos_sigma_m", "vel_sigma_mps", "gyro_sigma_rad_s"):
