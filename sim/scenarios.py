@@ -4,6 +4,11 @@ dispatched by name through :data:`SCENARIOS`.
 
 Spawns never overlap: drones are placed in distinct cells of a jittered grid whose cells are
 at least ``spawn_min_separation_m`` apart. All positions are world-frame ENU metres.
+
+``obstacles`` mixes two kinds of episode, per environment: a share ``1 - obstacle_mix``
+crosses the column field (spawns west of it, goals east of it), the share ``obstacle_mix``
+scatters both spawns and goals in and around the field, clear of the columns, so that a policy
+also learns to settle at goals among columns and to detour round them over short distances.
 """
 from __future__ import annotations
 
@@ -14,12 +19,17 @@ import numpy as np
 
 from sim.config import EnvConfig, FORMATIONS
 from sim.errors import ConfigError
-from sim.world import World
+from sim.world import World, obstacle_distance_xy
 
 MIN_GOAL_HEIGHT_M = 0.4
 LOOSE_GRID = 1.4
 ROOM_MARGIN_M = 0.3
 """Spawns and goals keep this far from the walls and the ceiling."""
+SCATTER_MARGIN_M = 1.0
+"""Scattered obstacle episodes use the column field grown by this much (m) on every side."""
+SCATTER_CLEARANCE_M = 0.35
+"""Spawns and goals of scattered obstacle episodes keep this far (m, horizontally) from every
+column surface."""
 
 
 @dataclass
@@ -105,6 +115,16 @@ def sample_separated(rng: np.random.Generator, num_envs: int, n: int, lower: np.
     ``min_sep_m`` apart (exactly ``min_sep_m`` if the looser grid has too few nodes), jittered
     by up to half the spare distance so that neighbours never come closer than ``min_sep_m``.
     """
+    nodes, jitter_room = _separated_grid(n, lower, upper, min_sep_m, what)
+    pick = rng.random((num_envs, len(nodes))).argsort(axis=1)[:, :n]
+    jitter = rng.uniform(-1.0, 1.0, (num_envs, n, 3)) * jitter_room
+    return np.clip(nodes[pick] + jitter, lower, upper)
+
+
+def _separated_grid(n: int, lower: np.ndarray, upper: np.ndarray, min_sep_m: float,
+                    what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes (G, 3) of the grid :func:`sample_separated` draws ``n`` points from, and the
+    jitter (3,) each may move by (either way) while staying ``min_sep_m`` from its neighbours."""
     extent = np.maximum(upper - lower, 0.0)
     for factor in (LOOSE_GRID, 1.0):
         counts = np.maximum(np.floor(extent / (factor * min_sep_m)).astype(int) + 1, 1)
@@ -115,11 +135,29 @@ def sample_separated(rng: np.random.Generator, num_envs: int, n: int, lower: np.
                           f"{extent.round(2).tolist()} m region; enlarge it or use fewer drones")
     cell = np.where(counts > 1, extent / np.maximum(counts - 1, 1), 0.0)
     grid = np.stack(np.meshgrid(*[np.arange(c) for c in counts], indexing="ij"), -1).reshape(-1, 3)
-    pick = rng.random((num_envs, len(grid))).argsort(axis=1)[:, :n]
-    jitter_room = np.maximum(cell - min_sep_m, 0.0) / 2
-    jitter = rng.uniform(-1.0, 1.0, (num_envs, n, 3)) * jitter_room
-    points = lower + grid[pick] * cell + jitter
-    return np.clip(points, lower, upper)
+    return lower + grid * cell, np.maximum(cell - min_sep_m, 0.0) / 2
+
+
+def sample_clear_of_columns(rng: np.random.Generator, world: World, n: int, lower: np.ndarray,
+                            upper: np.ndarray, min_sep_m: float, clearance_m: float,
+                            what: str) -> np.ndarray:
+    """(E, n, 3) points in the box [lower, upper], pairwise at least ``min_sep_m`` apart and at
+    least ``clearance_m`` (horizontally) from every column surface of their environment.
+
+    The grid of :func:`sample_separated`, every node jittered; the ``n`` points are drawn at
+    random among the jittered nodes clear of the columns.
+    """
+    nodes, jitter_room = _separated_grid(n, lower, upper, min_sep_m, what)
+    e = world.obstacle_mask.shape[0]
+    points = np.clip(nodes + rng.uniform(-1.0, 1.0, (e,) + nodes.shape) * jitter_room,
+                     lower, upper)
+    clear = obstacle_distance_xy(points[..., :2], world) >= clearance_m  # (E, G)
+    if (clear.sum(axis=1) < n).any():
+        raise ConfigError(f"{what}: {n} drones do not fit {min_sep_m} m apart and "
+                          f"{clearance_m} m from the columns; enlarge the room or use fewer "
+                          "drones")
+    pick = np.where(clear, rng.random(clear.shape), 2.0).argsort(axis=1)[:, :n]
+    return np.take_along_axis(points, pick[..., None], axis=1)
 
 
 def _spawn_box(cfg: EnvConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +269,9 @@ def dynamic_goals(cfg: EnvConfig, rng: np.random.Generator, e: int) -> ScenarioI
 
 
 def obstacles(cfg: EnvConfig, rng: np.random.Generator, e: int) -> ScenarioInstance:
-    """Cross a field of columns: spawn on the -x side, goals in formation on the +x side."""
+    """Cross a field of columns: spawn on the -x side, goals on the +x side; or, in a share
+    ``obstacle_mix`` of the environments, spawns and goals scattered in and around the field
+    (:func:`_scattered_in_field`). With ``obstacle_mix`` 0 no extra random numbers are drawn."""
     ax, ay = cfg.obstacle_area_m
     s = cfg.obstacle_spacing_m
     gx = np.arange(-ax / 2 + s / 2, ax / 2, s)
@@ -251,7 +291,26 @@ def obstacles(cfg: EnvConfig, rng: np.random.Generator, e: int) -> ScenarioInsta
                                                                max(lo_h, MIN_GOAL_HEIGHT_M)]),
                              np.array([-lo[0], half_y, hi_h]), cfg.spawn_min_separation_m,
                              "room_size_m (space beside the obstacle field)")
+    if cfg.obstacle_mix > 0.0:
+        scatter = (rng.random(e) < cfg.obstacle_mix)[:, None, None]
+        spawn = np.where(scatter, _scattered_in_field(cfg, rng, world, goals=False), spawn)
+        goals = np.where(scatter, _scattered_in_field(cfg, rng, world, goals=True), goals)
     return ScenarioInstance(spawn, Goals.static(goals), world)
+
+
+def _scattered_in_field(cfg: EnvConfig, rng: np.random.Generator, world: World,
+                        goals: bool) -> np.ndarray:
+    """(E, N, 3) spawns (or goals) anywhere in the column field grown by ``SCATTER_MARGIN_M``
+    (within the room's margin), ``spawn_min_separation_m`` apart and ``SCATTER_CLEARANCE_M``
+    clear of the columns; goals no lower than ``MIN_GOAL_HEIGHT_M``."""
+    half = np.minimum(np.array(cfg.obstacle_area_m) / 2 + SCATTER_MARGIN_M,
+                      np.array(cfg.room_size_m[:2]) / 2 - ROOM_MARGIN_M)
+    lo_h, hi_h = cfg.spawn_height_m
+    lo = np.array([-half[0], -half[1], max(lo_h, MIN_GOAL_HEIGHT_M) if goals else lo_h])
+    hi = np.array([half[0], half[1], hi_h])
+    return sample_clear_of_columns(rng, world, cfg.num_drones, lo, hi,
+                                   cfg.spawn_min_separation_m, SCATTER_CLEARANCE_M,
+                                   "room_size_m (scattered obstacle episodes)")
 
 
 SCENARIOS: dict[str, Callable[[EnvConfig, np.random.Generator, int], ScenarioInstance]] = {

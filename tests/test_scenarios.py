@@ -6,7 +6,8 @@ import pytest
 
 from sim.config import FORMATIONS, SCENARIOS, make_config
 from sim.errors import ConfigError
-from sim.scenarios import MIN_GOAL_HEIGHT_M, ROOM_MARGIN_M, formation, make_scenario
+from sim.scenarios import (MIN_GOAL_HEIGHT_M, ROOM_MARGIN_M, SCATTER_CLEARANCE_M, formation,
+                           make_scenario)
 from sim.swarm_env import SwarmVecEnv
 from sim.world import min_pairwise_distance, obstacle_distance_xy
 
@@ -178,3 +179,85 @@ def test_step_without_observations_flies_the_same_episode():
     assert full.info["episode"].keys() == bare.info["episode"].keys()
     for key, value in full.info["episode"].items():
         np.testing.assert_array_equal(value, bare.info["episode"][key])
+
+
+def _mixed(seed: int = 0, num_envs: int = NUM_ENVS, mix: float = 0.5, density: float = 0.3,
+           num_drones: int = 8):
+    return _sample(seed=seed, num_envs=num_envs, scenario="obstacles", num_drones=num_drones,
+                   obstacle_density=density, obstacle_mix=mix)
+
+
+def _scattered(cfg, inst) -> np.ndarray:
+    """(E,) True where an environment scatters its spawns and goals (crossing spawns lie west
+    of the field, its goals east of it, beyond a column radius and 0.5 m); with 8 drones a
+    scattered episode looks like a crossing one with a probability below 1e-10."""
+    x_edge = cfg.obstacle_area_m[0] / 2 + cfg.obstacle_radius_m + 0.5
+    return ((inst.spawn[..., 0] > -x_edge + EPS).any(axis=1)
+            | (inst.goals.base[..., 0] < x_edge - EPS).any(axis=1))
+
+
+@pytest.mark.parametrize("density", [0.1, 0.3, 1.0])
+@pytest.mark.parametrize("num_drones", [1, 8, 16])
+def test_mixed_obstacle_episodes_keep_clear_of_columns_and_each_other(density, num_drones):
+    cfg, inst = _mixed(mix=1.0, density=density, num_drones=num_drones)
+    if num_drones >= 8:
+        assert _scattered(cfg, inst).all()
+    for points in (inst.spawn, inst.goals.base):
+        assert obstacle_distance_xy(points[..., :2], inst.world).min() >= SCATTER_CLEARANCE_M
+        if num_drones > 1:
+            assert min_pairwise_distance(points).min() >= cfg.spawn_min_separation_m - EPS
+    _assert_inside(cfg, inst.spawn, cfg.spawn_height_m[0])
+    _assert_inside(cfg, inst.goals.base, max(cfg.spawn_height_m[0], MIN_GOAL_HEIGHT_M))
+    # scattered over the field and its surroundings (among the columns unless the field is
+    # full), not just beside it
+    ax, ay = cfg.obstacle_area_m
+    for points in (inst.spawn, inst.goals.base):
+        assert (np.abs(points[..., 0]) <= ax / 2 + 1.0 + EPS).all()
+        assert (np.abs(points[..., 1]) <= ay / 2 + 1.0 + EPS).all()
+        inside = (np.abs(points[..., 0]) < ax / 2) & (np.abs(points[..., 1]) < ay / 2)
+        assert inside.mean() > (0.2 if density < 1.0 else 0.02)
+
+
+def test_obstacle_mix_share_is_respected():
+    for mix in (0.0, 0.25, 0.5, 1.0):
+        cfg, inst = _mixed(num_envs=2000, mix=mix)
+        # binomial(2000, mix): standard error <= 0.012
+        assert _scattered(cfg, inst).mean() == pytest.approx(mix, abs=0.04)
+
+
+def test_obstacle_mix_is_deterministic_per_seed():
+    _, a = _mixed(seed=7, num_envs=32)
+    _, b = _mixed(seed=7, num_envs=32)
+    _, c = _mixed(seed=8, num_envs=32)
+    np.testing.assert_array_equal(a.spawn, b.spawn)
+    np.testing.assert_array_equal(a.goals.base, b.goals.base)
+    np.testing.assert_array_equal(a.world.obstacle_mask, b.world.obstacle_mask)
+    assert not np.allclose(a.spawn, c.spawn)
+
+
+def test_no_mix_keeps_the_crossing_episodes():
+    """``obstacle_mix: 0`` (the default, the eval scenario obstacles_8) draws no extra random
+    numbers: the crossing episodes are those of a plain obstacles config."""
+    _, plain = _sample(seed=2, num_envs=32, scenario="obstacles", obstacle_density=0.3)
+    cfg, zero = _mixed(seed=2, num_envs=32, mix=0.0)
+    np.testing.assert_array_equal(plain.spawn, zero.spawn)
+    np.testing.assert_array_equal(plain.goals.base, zero.goals.base)
+    assert not _scattered(cfg, zero).any()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"scenario": "obstacles", "obstacle_mix": 1.5}, "^obstacle_mix: must be in \\[0, 1\\]"),
+    ({"scenario": "obstacles", "obstacle_mix": -0.1}, "^obstacle_mix: must be in \\[0, 1\\]"),
+    ({"scenario": "hover", "obstacle_mix": 0.5}, "^obstacle_mix: only the obstacles scenario"),
+])
+def test_bad_obstacle_mix_is_rejected(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(**overrides)
+
+
+def test_crowded_scattered_episodes_name_the_room():
+    cfg = make_config(scenario="obstacles", num_drones=64, obstacle_density=1.0,
+                      obstacle_mix=1.0, obstacle_area_m=(2.0, 2.0), room_size_m=(4.0, 4.0, 2.0),
+                      spawn_height_m=(0.5, 0.6))
+    with pytest.raises(ConfigError, match="^room_size_m"):
+        make_scenario(cfg, np.random.default_rng(0), 4)
