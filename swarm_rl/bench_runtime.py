@@ -33,7 +33,10 @@ After :data:`WARMUP_TICKS` untimed ticks, ``steps`` ticks are timed with
 :func:`time.perf_counter_ns`: each robot's step on its own, and the whole tick (table updates +
 all steps). The policy and shield parts come from each command's diagnostics
 (``policy_latency_us``; the shield's ``filter_time_us`` and ``solve_time_us``, the latter only
-on ticks where the QP solver ran, i.e. the nominal command was not already safe).
+on ticks where the QP solver ran, i.e. the nominal command was not already safe). The
+``batched_shield_*`` and ``batched_qp_solve_*`` figures are the same diagnostics of the
+``step_robots`` commands: the shield as the nodes run it, one stacked pass for all robots
+(per robot: its share of the pass; per tick: the shares summed).
 
 Imports neither torch nor pybullet.
 """
@@ -56,7 +59,8 @@ from sim.errors import ConfigError
 from sim.scenarios import make_scenario
 from swarm_rl.runtime.neighbours import NeighbourTable
 from swarm_rl.runtime.policy import OnnxPolicy
-from swarm_rl.runtime.robot import CommandMode, OwnState, RobotController, step_robots
+from swarm_rl.runtime.robot import (Command, CommandMode, OwnState, RobotController,
+                                    step_robots)
 from swarm_rl.runtime.shield import CBFShield, ShieldConfig
 from swarm_rl.bench_report import aligned_table, cpu_model, package_version
 
@@ -157,6 +161,8 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
     batched = ([RobotController(policy, shared, name, shield=CBFShield(cfg)) for name in names]
                if shared is not None else None)
     batch_ns = np.empty(steps, np.int64)
+    batch_filter_us = np.full((steps, robots), np.nan)  # the stacked shield pass, per robot
+    batch_solve_us = np.full((steps, robots), np.nan)
     rot, omega = np.eye(3), np.zeros(3)
     decay = math.exp(-cfg.k_v_per_s * TICK_S)  # velocity loop over one tick, exact
     ticks = warmup_ticks + steps
@@ -211,9 +217,11 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
         if batched is not None:
             owns = [OwnState(pos[i], vel[i], rot, omega, now) for i in range(robots)]
             b0 = perf_ns()
-            step_robots(batched, now, owns, list(goals))
+            batch_cmds = step_robots(batched, now, owns, list(goals))
             if timed:
                 batch_ns[tick - warmup_ticks] = perf_ns() - b0
+                _shield_times(batch_cmds, batch_filter_us[tick - warmup_ticks],
+                              batch_solve_us[tick - warmup_ticks])
         # move: v tracks the setpoint (first order, gain k_v), p integrates v over the tick
         new_vel = cmd + (vel - cmd) * decay
         pos += cmd * TICK_S + (vel - cmd) * (1.0 - decay) / cfg.k_v_per_s
@@ -231,6 +239,8 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
     t50, t99, tmax = _pct(tick_ns / 1e6)
     b50, b99, _ = _pct(batch_ns / 1e6) if batched is not None else (None, None, None)
     u50, u99, _ = _pct(table_ns / 1e6)
+    stacked = (_stacked_shield_row(batch_filter_us, batch_solve_us) if batched is not None
+               else {})
     if not_policy.any():
         log.warning("%d robots: %d of %d steps were not plain policy commands", robots,
                     int(not_policy.sum()), n)
@@ -254,11 +264,43 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
         "tick_p50_ms": t50, "tick_p99_ms": t99, "tick_max_ms": tmax,
         "batched_steps_p50_ms": b50, "batched_steps_p99_ms": b99,
         "batched_speedup_p50": (((t50 - u50) / b50) if b50 else None),
+        **stacked,
         "cpu_per_wall": cpu_ns / wall_ns if wall_ns else None,
         "step_p99_within_target": s99 <= TARGETS["step_p99_us"],
         "qp_solve_p99_within_target": None if q99 is None else q99 <= TARGETS["qp_solve_p99_us"],
         "tick_p99_within_50hz": t99 <= TARGETS["tick_p99_ms"],
     })
+
+
+def _shield_times(commands: list[Command], filter_us: np.ndarray, solve_us: np.ndarray
+                  ) -> None:
+    """Each command's shield times (us) into ``filter_us`` / ``solve_us`` (robots,): its
+    ``filter_time_us`` (a robot's share of the stacked pass, plus its share of the solving
+    stage when it solved) and, where the QP solver ran, its ``solve_time_us``; NaN where the
+    robot had no shield output."""
+    for k, command in enumerate(commands):
+        info = command.diagnostics.shield_info
+        filter_us[k] = info.get("filter_time_us", np.nan)
+        solve = info.get("solve_time_us", 0.0)
+        if solve > 0:
+            solve_us[k] = solve
+
+
+def _stacked_shield_row(filter_us: np.ndarray, solve_us: np.ndarray) -> dict[str, Any]:
+    """The stacked shield pass of ``step_robots`` as the nodes run it, from the per-robot
+    times of :func:`_shield_times` ((ticks, robots), us): per robot (its share, p50 / p99),
+    per tick (the shares summed: the whole pass), and the QP solves (DAQP call, p50 / p99,
+    over the robots that solved, with their share of the steps)."""
+    per_robot = filter_us[np.isfinite(filter_us)]
+    per_tick = np.nansum(filter_us, axis=1)
+    solved = solve_us[np.isfinite(solve_us)]
+    r50, r99, _ = _pct(per_robot) if per_robot.size else (None, None, None)
+    t50, t99, _ = _pct(per_tick / 1e3)
+    q50, q99, _ = _pct(solved) if solved.size else (None, None, None)
+    return {"batched_shield_p50_us": r50, "batched_shield_p99_us": r99,
+            "batched_shield_tick_p50_ms": t50, "batched_shield_tick_p99_ms": t99,
+            "batched_qp_solve_p50_us": q50, "batched_qp_solve_p99_us": q99,
+            "batched_qp_solve_share": solved.size / filter_us.size}
 
 
 def _rounded(row: dict[str, Any]) -> dict[str, Any]:
@@ -362,7 +404,8 @@ def format_table(report: dict[str, Any]) -> str:
 
     head = ("robots", "step p50/p99/max us", "policy p50/p99 us", "shield p50/p99 us",
             "QP solve p99 us (solves)", "intervened", "table upd p50/p99 ms",
-            "tick p50/p99 ms", "step_robots p50/p99 ms (x faster)", "50 Hz")
+            "tick p50/p99 ms", "step_robots p50/p99 ms (x faster)",
+            "stacked shield p50/p99 us per robot (per tick ms)", "50 Hz")
     body = [(str(r["robots"]),
              f"{us(r['step_p50_us'])} / {us(r['step_p99_us'])} / {us(r['step_max_us'])}",
              f"{us(r['policy_p50_us'])} / {us(r['policy_p99_us'])}",
@@ -374,6 +417,9 @@ def format_table(report: dict[str, Any]) -> str:
              "-" if r["batched_steps_p50_ms"] is None else
              f"{r['batched_steps_p50_ms']:.2f} / {r['batched_steps_p99_ms']:.2f} "
              f"({r['batched_speedup_p50']:.1f})",
+             "-" if r.get("batched_shield_p50_us") is None else
+             f"{us(r['batched_shield_p50_us'])} / {us(r['batched_shield_p99_us'])} "
+             f"({r['batched_shield_tick_p50_ms']:.2f} / {r['batched_shield_tick_p99_ms']:.2f})",
              "yes" if r["tick_p99_within_50hz"] else "no")
             for r in report["results"]]
     lines = aligned_table(head, body)
