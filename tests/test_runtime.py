@@ -246,8 +246,14 @@ def test_snapshot_stack_is_each_observers_snapshot_and_features():
     want = table.features_many([stack.snapshots[b] for b in rows], own_pos[rows], own_vel[rows])
     np.testing.assert_array_equal(feats, want[0])
     np.testing.assert_array_equal(mask, want[1])
+    nb_pos, nb_vel, extra = stack.neighbour_rows(rows)  # the shield's rows, one pass
+    for got, field in ((nb_pos, "pos_m"), (nb_vel, "vel_mps"), (extra, "extra_radius_m")):
+        np.testing.assert_array_equal(
+            got, np.concatenate([getattr(stack.snapshots[b], field) for b in rows]))
+    assert stack.snapshot(1).names == stack.snapshots[1].names
     empty = _table().snapshot_stack(["cf1", "cf2"], own_pos[:2], 0.0)
     assert [len(s) for s in empty.snapshots] == [0, 0]
+    assert [a.shape for a in empty.neighbour_rows(np.arange(2))] == [(0, 3), (0, 3), (0,)]
     feats, mask = _table().features_stack(empty, np.arange(2), own_pos[:2], own_vel[:2])
     assert feats.shape == (2, K, 6) and not mask.any()
 
@@ -641,6 +647,34 @@ def test_stacked_own_state_screen_never_passes_what_the_exact_check_rejects(goal
     calm = [_own(pos=(1.0, -2.0, 1.5), vel=(0.3, 0.1, 0.0), stamp_s=-0.05)] * 4
     assert _owns_acceptable(robots, calm, 0.0).all()
     assert not _owns_acceptable(robots[:3], calm[:3], 0.0).any()  # few: checked one by one
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_stacked_goal_screen_never_passes_what_the_exact_check_rejects(data):
+    """step_robots screens every goal at once; a goal it passes must be one the exact check
+    passes as it is (the same array back, no reason), at the position limit, and goals well
+    inside it must pass; other types and shapes go to the exact check."""
+    from swarm_rl.runtime.robot import _goals_acceptable, _vector3
+
+    goals = []
+    for _ in range(5):
+        direction = np.array(data.draw(st.lists(st.floats(-1, 1), min_size=3, max_size=3)))
+        norm = np.linalg.norm(direction)
+        unit = direction / norm if norm > 1e-3 else np.array([0.0, 1.0, 0.0])
+        goal = unit * data.draw(_near(_LIMITS["pos"]))
+        goal[data.draw(st.integers(0, 2))] = data.draw(
+            st.sampled_from([np.nan, np.inf, 1.0]) | st.floats(-2e3, 2e3))
+        goals.append(goal)
+    for goal, ok in zip(goals, _goals_acceptable(goals)):
+        if ok:
+            back, why = _vector3(goal, _LIMITS["pos"], "goal")
+            assert why is None and back is goal, goal
+    calm = [np.array([1.0, -2.0, 1.5])] * 4
+    assert _goals_acceptable(calm).all()
+    assert not _goals_acceptable(calm[:3]).any()  # few: checked one by one
+    assert not _goals_acceptable(calm[:3] + [[1.0, 2.0, 1.0]]).any()  # a list: exact check
+    assert not _goals_acceptable(calm[:3] + [np.array([1, 2, 1])]).any()  # ints: exact check
 
 
 def test_motors_or_mismatched_policies_are_refused(policy_dir, goal_policy):

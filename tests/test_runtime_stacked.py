@@ -78,3 +78,53 @@ def test_non_finite_stacked_setpoint_hovers_that_robot_only(monkeypatch):
     for k in set(range(len(good))) - {3}:
         np.testing.assert_array_equal(bad[k].velocity_mps, good[k].velocity_mps)
         assert bad[k].diagnostics.reasons == good[k].diagnostics.reasons == ()
+
+
+def _same_commands(got, want) -> None:
+    """Bit for bit the same commands and diagnostics, up to the timings."""
+    timings = {"filter_time_us", "solve_time_us"}
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a.velocity_mps, b.velocity_mps)
+        da, db = a.diagnostics, b.diagnostics
+        assert (a.yaw_rate_rad_s, a.mode, da.reasons, da.shielded, da.shield_intervened,
+                da.shield_fallback, da.neighbours, da.rejected) == (
+                    b.yaw_rate_rad_s, b.mode, db.reasons, db.shielded, db.shield_intervened,
+                    db.shield_fallback, db.neighbours, db.rejected)
+        assert ({k: v for k, v in da.shield_info.items() if k not in timings}
+                == {k: v for k, v in db.shield_info.items() if k not in timings})
+
+
+def _batch_of_snapshots(ticks):
+    """The shield batch as it was built before the stacked snapshot's rows were read
+    directly: every robot's NeighbourSnapshot, concatenated by of_arrays."""
+    snaps = [t.snapshot() for t in ticks]
+    return robot_module.ShieldBatch.of_arrays(
+        np.array([t.pos for t in ticks]), np.array([t.vel for t in ticks]),
+        np.array([t.v_nominal for t in ticks]), [s.pos_m for s in snaps],
+        [s.vel_mps for s in snaps], [s.extra_radius_m for s in snaps])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batch_from_the_stacked_snapshot_equals_the_snapshots_batch(monkeypatch, seed):
+    """The shield rows read from the stacked snapshot in one pass give the commands and
+    diagnostics of the per-robot snapshots concatenated, bit for bit (a stale neighbour,
+    a robot without its own state, a robot with an invalid goal)."""
+    controllers, owns, goals, now = _crowd(seed)
+    owns[2] = None
+    goals[7] = np.array([np.nan, 0.0, 1.0])
+    stacked = step_robots(controllers(), now, owns, goals)
+    monkeypatch.setattr(robot_module, "_shield_batch", _batch_of_snapshots)
+    _same_commands(stacked, step_robots(controllers(), now, owns, goals))
+    assert stacked[7].diagnostics.reasons == ("goal_invalid",)
+    assert any(c.diagnostics.shield_intervened for c in stacked)
+
+
+def test_robots_of_two_tables_get_the_commands_of_one_shared_table():
+    """Co-hosted robots reading two neighbour tables of the same contents (two stacked
+    snapshots, so the shield batch is built from their snapshots) get, bit for bit, what
+    the same robots get from one shared table (rows read from its stacked snapshot)."""
+    make, owns, goals, now = _crowd(2)
+    first, second = make(), make()
+    mixed = step_robots(first[:6] + second[6:], now, owns, goals)
+    _same_commands(mixed, step_robots(make(), now, owns, goals))
+    assert any(c.diagnostics.shield_intervened for c in mixed)

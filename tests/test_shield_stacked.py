@@ -210,3 +210,36 @@ def test_batch_shape_errors_name_the_field():
     with pytest.raises(ValueError, match="2 shields but 1 inputs"):
         filter_batch([CBFShield(CONFIG)] * 2, ShieldBatch.of_arrays(
             np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)), [z23], [z23], [np.zeros(2)]))
+
+
+def test_batch_of_rows_is_the_batch_of_the_robots_runs():
+    """ShieldBatch.of_rows (neighbour rows already stacked, as step_robots reads them from
+    the stacked snapshot) is of_arrays' batch of the same runs; a wrong count is named."""
+    inputs = _crowd(4, n=7)
+    counts = [i.neighbour_positions_m.shape[0] for i in inputs]
+    own = [np.array([getattr(i, f) for i in inputs])
+           for f in ("position_m", "velocity_mps", "nominal_velocity_mps")]
+    rows = ShieldBatch.of_rows(*own, counts,
+                               np.concatenate([i.neighbour_positions_m for i in inputs]),
+                               np.concatenate([i.neighbour_velocities_mps for i in inputs]),
+                               np.concatenate([i.neighbour_extra_radius_m for i in inputs]))
+    want = ShieldBatch.of(inputs)
+    for name in ("pos", "vel", "nominal", "owner", "nb_pos", "nb_vel", "extra"):
+        np.testing.assert_array_equal(getattr(rows, name), getattr(want, name))
+    assert rows.counts == want.counts
+    with pytest.raises(ValueError, match="ShieldBatch.nb_pos"):
+        ShieldBatch.of_rows(*own, [c + 1 for c in counts], rows.nb_pos, rows.nb_vel, rows.extra)
+    with pytest.raises(ValueError, match="ShieldBatch.counts"):
+        ShieldBatch.of_rows(*own, [-1] + counts[1:], rows.nb_pos, rows.nb_vel, rows.extra)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stacked_pass_with_open_geofence_sides_equals_filter(seed):
+    """Position bounds on some axes only (an open geofence side: the bound axes gathered by
+    index, not all three as a view): the stacked pass still gives filter's outputs."""
+    config = ShieldConfig(k_v_per_s=10.0, dt_s=0.02, geofence_lower_m=(-0.5, -np.inf, -np.inf),
+                          geofence_upper_m=(np.inf, 0.4, np.inf))
+    inputs = _crowd(seed, n=12)
+    shields = [CBFShield(config) for _ in inputs]
+    for a, b in zip(filter_many(shields, inputs), [s.filter(i) for s, i in zip(shields, inputs)]):
+        _same_output(a, b)

@@ -27,6 +27,7 @@ import math
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -66,7 +67,9 @@ class NeighbourSnapshot:
 class SnapshotStack:
     """The snapshots of B observers in padded arrays: row b holds observer b's neighbours
     nearest first (ties by name) in its first ``count[b]`` entries, then the entries it does
-    not see (unspecified order; masked by ``count``). World frame, SI units."""
+    not see (unspecified order; masked by ``count``). World frame, SI units. The per-observer
+    :class:`NeighbourSnapshot` objects are built only when asked for (:meth:`snapshot`,
+    :attr:`snapshots`); a host's tick reads the arrays (:meth:`neighbour_rows`)."""
 
     count: np.ndarray
     """(B,) neighbours each observer sees."""
@@ -74,8 +77,16 @@ class SnapshotStack:
     """(B, N, 3) last received positions, N = entries in the table."""
     vel_mps: np.ndarray
     """(B, N, 3) last received velocities."""
-    snapshots: tuple[NeighbourSnapshot, ...]
-    """Observer b's :class:`NeighbourSnapshot`, views of row b's first ``count[b]`` entries."""
+    age_s: np.ndarray
+    """(B, N) ages (s, at least 0)."""
+    extra_radius_m: np.ndarray
+    """(B, N) extra safety radii (m) of stale entries."""
+    distance_m: np.ndarray
+    """(B, N) distances from each observer (m)."""
+    names: list[str]
+    """The table's entry names, sorted (``order`` indexes them)."""
+    order: np.ndarray
+    """(B, N) row b's entries: indices into ``names``."""
 
     @classmethod
     def gather(cls, names: list[str], order: np.ndarray, count: np.ndarray, pos: np.ndarray,
@@ -83,14 +94,31 @@ class SnapshotStack:
                distance: np.ndarray) -> SnapshotStack:
         """The stack from the table's entries (``pos``, ``vel`` (N, 3), ``age_s``, ``extra``
         (N,)), each row's entry ``order`` (B, N) and ``distance`` (B, N) in that order."""
-        pos_s, vel_s, age_s, extra = pos[order], vel[order], age_s[order], extra[order]
-        names_s = np.array(names, dtype=object).reshape(-1)[order].tolist()
-        snaps = tuple(
-            NeighbourSnapshot(names=tuple(row[:c]), pos_m=pos_s[b, :c], vel_mps=vel_s[b, :c],
-                              age_s=age_s[b, :c], extra_radius_m=extra[b, :c],
-                              distance_m=distance[b, :c])
-            for b, (row, c) in enumerate(zip(names_s, count.tolist())))
-        return cls(count, pos_s, vel_s, snaps)
+        return cls(count, pos[order], vel[order], age_s[order], extra[order], distance, names,
+                   order)
+
+    def snapshot(self, b: int) -> NeighbourSnapshot:
+        """Observer b's :class:`NeighbourSnapshot`: views of row b's first ``count[b]``
+        entries."""
+        c = int(self.count[b])
+        names = tuple(self.names[i] for i in self.order[b, :c].tolist())
+        return NeighbourSnapshot(names, self.pos_m[b, :c], self.vel_mps[b, :c],
+                                 self.age_s[b, :c], self.extra_radius_m[b, :c],
+                                 self.distance_m[b, :c])
+
+    @cached_property
+    def snapshots(self) -> tuple[NeighbourSnapshot, ...]:
+        """Every observer's :meth:`snapshot`, in row order."""
+        return tuple(self.snapshot(b) for b in range(len(self.count)))
+
+    def neighbour_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The seen neighbours of the observers ``rows`` ((k,) int), one observer after the
+        other, each nearest first: positions (R, 3) (m), velocities (R, 3) (m/s) and extra
+        radii (R,) (m), R = ``count[rows].sum()``; the concatenation of their snapshots'
+        ``pos_m``, ``vel_mps`` and ``extra_radius_m``, the same values."""
+        seen = np.arange(self.order.shape[1]) < self.count[rows][:, None]
+        return (self.pos_m[rows][seen], self.vel_mps[rows][seen],
+                self.extra_radius_m[rows][seen])
 
 
 def check_vector(value: object) -> tuple[np.ndarray | None, str | None]:
@@ -234,21 +262,21 @@ class NeighbourTable:
         observer's snapshot is a view of its row."""
         if not _finite_scalar(now_s):
             raise ValueError(f"now_s: must be finite, got {now_s}")
-        names = list(self._states)
+        names = sorted(self._states)  # name order: a stable sort then breaks ties by name
         entries = [self._states[name] for name in names]
         stamp = np.array([e[0] for e in entries], dtype=float)
         pos = np.array([e[1] for e in entries], dtype=float).reshape(-1, 3)
         vel = np.array([e[2] for e in entries], dtype=float).reshape(-1, 3)
         age_s = float(now_s) - stamp
-        dist = np.linalg.norm(pos[None] - np.asarray(own_pos, float)[:, None], axis=-1)
+        rel = pos[None] - np.asarray(own_pos, float)[:, None]
+        dist = np.sqrt(np.add.reduce(rel * rel, axis=-1))  # np.linalg.norm's arithmetic
         keep = (np.abs(age_s) <= self.drop_after_s)[None] & (dist <= self.range_m)
         index = {name: i for i, name in enumerate(names)}
         for b, name in enumerate(own_names):
             if name in index:
                 keep[b, index[name]] = False  # the observer itself
-        rank = np.argsort(np.argsort(np.array(names, dtype=str)))  # name order, for ties
         # kept entries first, each row's nearest first (ties by name), the rest after them
-        order = np.lexsort((np.broadcast_to(rank, dist.shape), dist, ~keep), axis=-1)
+        order = np.argsort(np.where(keep, dist, np.inf), axis=-1, kind="stable")
         age_s = np.maximum(age_s, 0.0)
         extra = np.where(age_s > self.stale_after_s, self.inflate_mps * age_s, 0.0)
         count = np.count_nonzero(keep, axis=1)

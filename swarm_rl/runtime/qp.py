@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 
 import numpy as np
 
@@ -36,10 +37,13 @@ class QPResult:
 
 
 _DAQP_OPTIMAL = (1, 2)  # optimal, soft-optimal
+_OPTIMAL_DETAIL = {flag: f"daqp exit flag {flag}" for flag in _DAQP_OPTIMAL}
 _DAQP_INFEASIBLE = -1
 
 
+@cache
 def _daqp():
+    """The DAQP module, imported once."""
     try:
         import daqp
     except ImportError as e:
@@ -107,7 +111,7 @@ def _solve(x_nom: np.ndarray, f: np.ndarray, g: np.ndarray, bupper: np.ndarray,
     elapsed = (time.perf_counter() - start) * 1e6
     x = np.asarray(x, dtype=np.float64)
     if flag in _DAQP_OPTIMAL and np.isfinite(x).all():
-        return QPResult(x, QPStatus.OPTIMAL, elapsed, f"daqp exit flag {flag}")
+        return QPResult(x, QPStatus.OPTIMAL, elapsed, _OPTIMAL_DETAIL[flag])
     if flag == _DAQP_INFEASIBLE:
         return QPResult(x, QPStatus.INFEASIBLE, elapsed, "daqp exit flag -1 (infeasible)")
     return QPResult(x, QPStatus.ERROR, elapsed, f"daqp exit flag {flag}")

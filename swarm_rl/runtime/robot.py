@@ -50,7 +50,7 @@ import numpy as np
 from sim.observation import OBSTACLE_RANGE_M, ObsLayout, build_observation
 from swarm_rl.errors import PolicyMismatchError
 from swarm_rl.runtime.neighbours import (MAX_POSITION_M, MAX_SPEED_MPS, NeighbourSnapshot,
-                                         NeighbourTable, too_large)
+                                         NeighbourTable, SnapshotStack, too_large)
 from swarm_rl.runtime.policy import NonFiniteObservation, OnnxPolicy
 from swarm_rl.runtime.shield import (CBFShield, ShieldBatch, ShieldInput, filter_batch,
                                      filter_many)
@@ -150,7 +150,11 @@ class _Tick:
     vel: np.ndarray
     goal: np.ndarray
     patch: np.ndarray
-    snap: NeighbourSnapshot | None = None
+    stack: SnapshotStack | None = None
+    """The stacked neighbour snapshot of the tick's table (row ``row`` is this robot's)."""
+    row: int = 0
+    neighbours: int = 0
+    """Neighbours in this robot's snapshot."""
     reasons: list[str] = field(default_factory=list)
     obs: np.ndarray | None = None
     """The policy's observation; None when an input was rejected (the tick hovers)."""
@@ -158,6 +162,10 @@ class _Tick:
     yaw_rate: float = 0.0
     mode: CommandMode = CommandMode.HOVER
     latency_us: float | None = None
+
+    def snapshot(self) -> NeighbourSnapshot:
+        """This robot's neighbour snapshot (built on demand from the stack)."""
+        return self.stack.snapshot(self.row)
 
 
 class RobotController:
@@ -211,17 +219,20 @@ class RobotController:
         return step_robots([self], now_s, [own], [goal_m], [obstacle_patch_m])[0]
 
     def _prepare(self, now_s: float, own: OwnState | None, goal_m: np.ndarray,
-                 obstacle_patch_m: np.ndarray | None, own_ok: bool = False) -> Command | _Tick:
+                 obstacle_patch_m: np.ndarray | None, own_ok: bool = False,
+                 goal_ok: bool = False) -> Command | _Tick:
         """The input checks: the blind command when the own state cannot be acted on, else
         the tick (with a reason when the goal or the patch was rejected: hover, shielded).
-        ``own_ok``: :func:`_owns_acceptable` already passed ``own`` at ``now_s``."""
+        ``own_ok``: :func:`_owns_acceptable` already passed ``own`` at ``now_s``; ``goal_ok``:
+        :func:`_goals_acceptable` already passed ``goal_m`` (a float64 array, used as it is)."""
         reason = None if own_ok else self._check_own(own, now_s)
         if reason is not None:
             self.rejected[reason] += 1
             return self._blind_command(now_s, reason)
         self._bad_since_s, self._bad_for_s = None, 0.0
         assert own is not None  # _check_own returned None
-        goal, why_goal = _vector3(goal_m, MAX_POSITION_M, "goal")
+        goal, why_goal = ((goal_m, None) if goal_ok
+                          else _vector3(goal_m, MAX_POSITION_M, "goal"))
         patch, why_patch = self._patch(obstacle_patch_m)
         tick = _Tick(own, np.asarray(own.pos_m, float), np.asarray(own.vel_mps, float), goal,
                      patch)
@@ -334,19 +345,20 @@ class RobotController:
 
     def _shielded(self, tick: _Tick,
                   shield_result: tuple[np.ndarray, Mapping[str, Any]] | None = None,
-                  checked: bool = False) -> Command:
+                  checked: bool = False,
+                  neighbour_rejected: Mapping[str, int] | None = None) -> Command:
         """The tick's command through the shield; ``shield_result``: the shield's answer,
         when :func:`step_robots` has already asked it for several robots at once; ``checked``:
         its setpoint is known to be a finite float (3,) array (step_robots checks the stacked
-        pass's setpoints in one call)."""
-        pos, vel, snap, reasons = tick.pos, tick.vel, tick.snap, tick.reasons
-        v_nominal, yaw_rate, mode = tick.v_nominal, tick.yaw_rate, tick.mode
+        pass's setpoints in one call); ``neighbour_rejected``: the table's counts as
+        :func:`_neighbour_rejected` gives them, when already read this tick."""
+        reasons, v_nominal, yaw_rate, mode = tick.reasons, tick.v_nominal, tick.yaw_rate, tick.mode
         velocity, info = v_nominal, {}
         shielded = intervened = fallback = False
         if self.shield is not None:
             try:
-                out, info = shield_result if shield_result is not None else self.shield(
-                    pos, vel, v_nominal, snap.pos_m, snap.vel_mps, snap.extra_radius_m)
+                out, info = (shield_result if shield_result is not None
+                             else self._ask_shield(tick))
                 out = np.asarray(out, dtype=float)
                 info = dict(info) if info is not None else {}
             except Exception:  # any shield failure: stop, never crash the loop
@@ -372,30 +384,48 @@ class RobotController:
             reasons.append("output_nonfinite")
         return Command(np.array(velocity, dtype=float), float(yaw_rate), mode,
                        CommandDiagnostics(tuple(reasons), shielded, intervened, fallback,
-                                          tick.latency_us, len(snap), self._rejected(), info))
+                                          tick.latency_us, tick.neighbours,
+                                          self._rejected(neighbour_rejected), info))
 
-    def _rejected(self) -> dict[str, int]:
+    def _ask_shield(self, tick: _Tick) -> tuple[np.ndarray, Mapping[str, Any]]:
+        """This robot's shield on the tick alone (world frame, SI): the safe setpoint and the
+        shield's diagnostics."""
+        snap = tick.snapshot()
+        return self.shield(tick.pos, tick.vel, tick.v_nominal, snap.pos_m, snap.vel_mps,
+                           snap.extra_radius_m)
+
+    def _rejected(self, neighbour: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Rejected inputs so far: this robot's, then the table's (``neighbour``: those as
+        :func:`_neighbour_rejected` gives them, if already read)."""
         out = dict(self.rejected)
-        out.update({f"neighbour_{k}": v for k, v in self.neighbours.rejected.items()})
+        out.update(_neighbour_rejected(self.neighbours) if neighbour is None else neighbour)
         return out
+
+
+def _neighbour_rejected(table: NeighbourTable) -> dict[str, int]:
+    """The table's rejected updates by reason, keyed ``neighbour_<reason>``."""
+    return {f"neighbour_{k}": v for k, v in table.rejected.items()}
 
 
 def step_robots(controllers: Sequence[RobotController], now_s: float,
                 owns: Sequence[OwnState | None], goals: Sequence[np.ndarray],
                 obstacle_patches: Sequence[np.ndarray | None] | None = None) -> list[Command]:
     """The commands of the robots one process hosts (each as :meth:`RobotController.step`
-    describes), computed together: one neighbour-table query and one observation build per
+    describes), computed together: own states and goals screened at once, one neighbour-table
+    query (a stacked snapshot, no per-robot snapshot objects) and one observation build per
     shared table, one policy call for every robot that shares the first one's policy, and one
     stacked shield pass (:func:`~swarm_rl.runtime.shield.filter_batch`, on the ticks' states
-    and snapshots stacked) for those with a :class:`~swarm_rl.runtime.shield.CBFShield`,
-    whose setpoints are checked finite at once. A failing batched policy call falls back to
-    one call per robot (so each failure is named); ``policy_latency_us`` is each robot's
-    share of the batched call. The batched network may differ from single calls in float32
-    rounding (~1e-7)."""
+    and the stacked snapshot's rows) for those with a
+    :class:`~swarm_rl.runtime.shield.CBFShield`, whose setpoints are checked finite at once.
+    A failing batched policy call falls back to one call per robot (so each failure is
+    named); ``policy_latency_us`` is each robot's share of the batched call. The batched
+    network may differ from single calls in float32 rounding (~1e-7)."""
     patches = obstacle_patches if obstacle_patches is not None else [None] * len(controllers)
     own_ok = _owns_acceptable(controllers, owns, now_s)
-    ticks = [c._prepare(now_s, own, goal, patch, ok)
-             for c, own, goal, patch, ok in zip(controllers, owns, goals, patches, own_ok)]
+    goal_ok = _goals_acceptable(goals).tolist()
+    ticks = [c._prepare(now_s, own, goal, patch, ok, good)
+             for c, own, goal, patch, ok, good in zip(controllers, owns, goals, patches, own_ok,
+                                                       goal_ok)]
     live = [k for k, t in enumerate(ticks) if isinstance(t, _Tick)]
     by_table: dict[int, list[int]] = {}
     for k in live:
@@ -408,7 +438,7 @@ def step_robots(controllers: Sequence[RobotController], now_s: float,
     if shared:
         start = time.perf_counter_ns()
         try:
-            actions = policy(np.stack([ticks[k].obs for k in shared]))
+            actions = policy(np.array([ticks[k].obs for k in shared]))  # rows as np.stack
         except Exception:  # one robot's bad observation: find it robot by robot
             actions = None
         share_us = (time.perf_counter_ns() - start) / 1e3 / len(shared)
@@ -422,7 +452,10 @@ def step_robots(controllers: Sequence[RobotController], now_s: float,
         if k not in shared:
             controllers[k]._run_policy(ticks[k])
     results, checked = _shield_results(controllers, ticks)
-    return [t if isinstance(t, Command) else c._shielded(t, results.get(k), k in checked)
+    tables = {id(c.neighbours): c.neighbours for c in controllers}
+    rejected = {key: _neighbour_rejected(table) for key, table in tables.items()}  # once each
+    return [t if isinstance(t, Command) else c._shielded(t, results.get(k), k in checked,
+                                                         rejected[id(c.neighbours)])
             for k, (c, t) in enumerate(zip(controllers, ticks))]
 
 
@@ -485,6 +518,20 @@ def _owns_acceptable(controllers: Sequence[RobotController],
 _F64 = np.dtype(np.float64)
 
 
+def _goals_acceptable(goals: Sequence[object]) -> np.ndarray:
+    """(B,) True where :func:`_vector3` would certainly accept ``goals[b]`` (world frame, m)
+    as it is: a float64 (3,) array, finite, clearly inside ``MAX_POSITION_M``; decided for
+    all robots at once (False: check it alone, with its reason)."""
+    ok = np.zeros(len(goals), bool)
+    if len(goals) < SCREEN_MIN_ROBOTS or not all(
+            isinstance(g, np.ndarray) and g.dtype == _F64 and g.shape == (3,) for g in goals):
+        return ok
+    arr = np.array(goals)
+    with np.errstate(all="ignore"):  # non-finite rows fail the tests below
+        return (np.isfinite(arr).all(1)
+                & (np.einsum("bi,bi->b", arr, arr) < ((1.0 - _MARGIN) * MAX_POSITION_M) ** 2))
+
+
 def _well_typed(owns: Sequence[OwnState | None]) -> bool:
     """Every entry an :class:`OwnState` of float64 arrays of the right shapes ((3,), and (3, 3)
     for ``rot``) with a float or int stamp: the states :func:`_owns_acceptable` screens."""
@@ -502,15 +549,16 @@ def _well_typed(owns: Sequence[OwnState | None]) -> bool:
 
 def _observe(controllers: Sequence[RobotController], ticks: Sequence[_Tick],
              now_s: float) -> None:
-    """Each tick's neighbour snapshot, and for those without a rejected input the layout
-    observation, built by the one observation function (height = own z above the floor at
-    z = 0, as in the simulator); the controllers share one neighbour table. (``np.array`` on
-    the ticks' equal-shaped rows gives ``np.stack``'s array at a third of its cost.)"""
+    """Each tick's row of the stacked neighbour snapshot, and for those without a rejected
+    input the layout observation, built by the one observation function (height = own z
+    above the floor at z = 0, as in the simulator); the controllers share one neighbour
+    table. (``np.array`` on the ticks' equal-shaped rows gives ``np.stack``'s array at a third
+    of its cost.)"""
     table = controllers[0].neighbours
     pos = np.array([t.pos for t in ticks])
     stack = table.snapshot_stack([c.name for c in controllers], pos, now_s)
-    for t, snap in zip(ticks, stack.snapshots):
-        t.snap = snap
+    for b, (t, count) in enumerate(zip(ticks, stack.count.tolist())):
+        t.stack, t.row, t.neighbours = stack, b, count
     rows = np.array([b for b, t in enumerate(ticks) if not t.reasons], int)
     if not rows.size:
         return
@@ -542,13 +590,11 @@ def _shield_results(controllers: Sequence[RobotController], ticks: list[Command 
     try:
         if len(live) == 1:  # one robot: its input alone costs less than a batch
             t = live[0]
-            outs = filter_many(shields, [ShieldInput(t.pos, t.vel, t.v_nominal, t.snap.pos_m,
-                                                     t.snap.vel_mps, t.snap.extra_radius_m)])
+            snap = t.snapshot()
+            outs = filter_many(shields, [ShieldInput(t.pos, t.vel, t.v_nominal, snap.pos_m,
+                                                     snap.vel_mps, snap.extra_radius_m)])
         else:
-            outs = filter_batch(shields, ShieldBatch.of_arrays(
-                np.array([t.pos for t in live]), np.array([t.vel for t in live]),
-                np.array([t.v_nominal for t in live]), [t.snap.pos_m for t in live],
-                [t.snap.vel_mps for t in live], [t.snap.extra_radius_m for t in live]))
+            outs = filter_batch(shields, _shield_batch(live))
     except Exception:
         log.exception("stacked shield pass failed; filtering robot by robot")
         return {}, set()
@@ -558,6 +604,23 @@ def _shield_results(controllers: Sequence[RobotController], ticks: list[Command 
     checked = {k for k, ok in zip(idx, finite) if ok}
     return ({k: (out.velocity_setpoint_mps, out.diagnostics()) for k, out in zip(idx, outs)},
             checked)
+
+
+def _shield_batch(ticks: list[_Tick]) -> ShieldBatch:
+    """The ticks' shield inputs stacked (world frame, SI): own rows, then every tick's seen
+    neighbours one tick after the other, read from the ticks' stacked snapshot in one pass
+    when they share one (the same arrays as their snapshots concatenated)."""
+    pos = np.array([t.pos for t in ticks])
+    vel = np.array([t.vel for t in ticks])
+    nominal = np.array([t.v_nominal for t in ticks])
+    stack = ticks[0].stack
+    if all(t.stack is stack for t in ticks):
+        nb_pos, nb_vel, extra = stack.neighbour_rows(np.array([t.row for t in ticks], np.intp))
+        return ShieldBatch.of_rows(pos, vel, nominal, [t.neighbours for t in ticks], nb_pos,
+                                   nb_vel, extra)
+    snaps = [t.snapshot() for t in ticks]
+    return ShieldBatch.of_arrays(pos, vel, nominal, [s.pos_m for s in snaps],
+                                 [s.vel_mps for s in snaps], [s.extra_radius_m for s in snaps])
 
 
 def _finite(value: object) -> bool:

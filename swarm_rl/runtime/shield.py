@@ -370,6 +370,13 @@ class ShieldQP:
 _NO_ROWS = np.zeros(0)
 
 
+def _bound_axes(bounds_m: np.ndarray) -> slice | np.ndarray:
+    """The axes on which the position bounds ``bounds_m`` (3,) are finite, as an index: all of
+    them as a slice (views, no gather: the common case), else their indices."""
+    finite = np.isfinite(bounds_m)
+    return slice(None) if finite.all() else np.flatnonzero(finite)
+
+
 def _barrier_terms(gap_m: np.ndarray, v_r: np.ndarray, a_sum: float | np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
     """h and the ``A v_r / sqrt(2 A (d - D))`` term of the bound, from ONE square root.
@@ -431,7 +438,7 @@ class CBFShield:
         self._a_sum = c.a_max_mps2 + (c.a_max_mps2 if c.neighbour_a_max_mps2 is None
                                       else c.neighbour_a_max_mps2)
         lo, hi = c.lower_bounds_m, c.upper_bounds_m
-        self._has_lo, self._has_hi = np.isfinite(lo), np.isfinite(hi)
+        self._has_lo, self._has_hi = _bound_axes(lo), _bound_axes(hi)
         self._lo, self._hi = lo[self._has_lo], hi[self._has_hi]
 
     # -- gamma ------------------------------------------------------------------------------
@@ -740,6 +747,21 @@ class ShieldBatch:
                    _rows(np.concatenate(nb_vel) if n else np.zeros((0, 3)), (rows, 3), "nb_vel"),
                    _rows(np.concatenate(extra) if n else np.zeros(0), (rows,), "extra"))
 
+    @classmethod
+    def of_rows(cls, pos: Any, vel: Any, nominal: Any, counts: list[int], nb_pos: Any,
+                nb_vel: Any, extra: Any) -> ShieldBatch:
+        """The batch of n robots from neighbour rows already stacked: ``pos``, ``vel``,
+        ``nominal`` (n, 3); robot k's ``counts[k]`` neighbours the k-th run of rows of
+        ``nb_pos``, ``nb_vel`` (R, 3) and ``extra`` (R,), R = ``sum(counts)``. The same batch
+        as :meth:`of_arrays` on the runs; a wrong shape is a ValueError naming the field."""
+        n, rows = len(counts), sum(counts)
+        if min(counts, default=0) < 0:
+            raise ValueError(f"ShieldBatch.counts: must be >= 0, got {counts}")
+        return cls(_rows(pos, (n, 3), "pos"), _rows(vel, (n, 3), "vel"),
+                   _rows(nominal, (n, 3), "nominal"), list(counts),
+                   np.repeat(np.arange(n), counts), _rows(nb_pos, (rows, 3), "nb_pos"),
+                   _rows(nb_vel, (rows, 3), "nb_vel"), _rows(extra, (rows,), "extra"))
+
     def input(self, k: int) -> ShieldInput:
         """Robot k's :class:`ShieldInput` (views of the batch's rows)."""
         end = int(np.sum(self.counts[:k + 1]))
@@ -879,7 +901,7 @@ def _solve_stacked(c: ShieldConfig, shields: list[CBFShield], batch: ShieldBatch
     keep = ~(_reach(g, lb[own], ub[own]) <= rhs)
     rows = np.bincount(own[keep], minlength=solve.size)
     results = solve_nearest_points(qp.u_nom[solve], g[keep], rhs[keep], rows, lb, ub)
-    u = np.clip(np.stack([r.x for r in results]), lb, ub)  # bounds exactly; rows checked below
+    u = np.clip(np.array([r.x for r in results]), lb, ub)  # bounds exactly; rows checked below
     g_u = _row_dot(g, u[own])
     worst = np.maximum(np.maximum((lb - u).max(axis=1), (u - ub).max(axis=1)), 0.0)
     np.maximum.at(worst, own, g_u - rhs)
