@@ -24,7 +24,7 @@ import typing
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from cyclonedds.idl import IdlStruct
 from cyclonedds.idl.types import array, sequence
@@ -125,11 +125,19 @@ class _Run:
     codes: tuple[tuple[str, int], ...]
     """(struct code, element count) per leaf; count 1 for a scalar."""
 
+    def __post_init__(self) -> None:
+        # compiled once: a struct for each start offset modulo 8, and the run's alignment
+        object.__setattr__(self, "_structs", tuple(_run_struct(self.codes, start)
+                                                   for start in range(_MAX_ALIGN)))
+        object.__setattr__(self, "_align", min(struct.calcsize(self.codes[0][0]), _MAX_ALIGN))
+
     def fmt(self, offset: int) -> struct.Struct:
-        return _run_struct(self.codes, offset % _MAX_ALIGN)
+        """The run's struct when it starts ``offset`` bytes into the stream."""
+        return self._structs[offset % _MAX_ALIGN]
 
     def align(self) -> int:
-        return min(struct.calcsize(self.codes[0][0]), _MAX_ALIGN)
+        """Bytes the run's first number aligns to."""
+        return self._align
 
 
 @lru_cache(maxsize=None)
@@ -159,6 +167,7 @@ class Codec:
         self._get: Callable[[Any], tuple] = attrgetter(*(leaf.path for leaf in leaves))
         self._single = len(leaves) == 1
         self._arrays = tuple(leaf.code in _NUMBER_CODES and leaf.count > 0 for leaf in leaves)
+        self._has_arrays = any(self._arrays)
         self._segments: list[tuple] = []
         """(kind, values consumed, payload): ``run`` with a :class:`_Run`, ``str``,
         ``strs`` or ``seq`` with (doubles per element, element getter, element builder)."""
@@ -195,12 +204,10 @@ class Codec:
         """Append ``msg`` to ``out``, aligned relative to the end of the header (XCDR1 aligns
         every primitive to the stream, however deep it is nested)."""
         got = self._get(msg)
-        values: list[Any] = []
-        for value, is_array in zip((got,) if self._single else got, self._arrays):
-            if is_array:
-                values.extend(value)
-            else:
-                values.append(value)
+        values: Sequence[Any] = (got,) if self._single else got
+        if self._has_arrays:  # fixed-size arrays: their elements in line
+            values = [v for value, is_array in zip(values, self._arrays)
+                      for v in (value if is_array else (value,))]
         i = 0
         for kind, n, payload in self._segments:
             if kind == "run":

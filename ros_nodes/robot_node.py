@@ -310,13 +310,13 @@ class RobotHost:
         self.bad_messages["swarm_state_unknown_robot"] += len(names) - len(known)
         self.table.update_many([names[i] for i in known], stamp_s, pos[known], vel[known],
                                now_s=now_s)
+        hosted = [i for i in known if names[i] in self.robots]
+        rots = m.matrices_from_quats_xyzw(quat[hosted])  # one pass for all hosted robots
         due = []
-        for i in known:
-            robot = self.robots.get(names[i])
-            if robot is not None:
-                robot.own = OwnState(pos[i], vel[i], m.matrix_from_quat_xyzw(quat[i]), omega[i],
-                                     stamp_s)
-                due.append(robot)
+        for i, rot in zip(hosted, rots):
+            robot = self.robots[names[i]]
+            robot.own = OwnState(pos[i], vel[i], rot, omega[i], stamp_s)
+            due.append(robot)
         if due:  # after the table has every robot of this message
             self._tick_all(due, now_s, stamp_s)
             self._after_tick()

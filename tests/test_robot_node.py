@@ -298,3 +298,40 @@ def test_slack_collector_collects_cycles_between_ticks_not_during_them():
         gc.callbacks.pop()
         gc.unfreeze()
         gc.enable()
+
+
+def test_swarm_state_rotations_are_the_per_robot_matrices():
+    """The host turns every hosted robot's quaternion into its rotation matrix in one pass:
+    bit for bit matrix_from_quat_xyzw's matrix of each (unit, non-unit, signed zeros, NaN,
+    huge), and a robot whose quaternion is not a rotation still hovers for it."""
+    import ros_nodes.robot_node as robot_node
+
+    rng = np.random.default_rng(11)
+    quats = rng.normal(size=(40, 4))
+    quats[:30] /= np.linalg.norm(quats[:30], axis=1)[:, None]
+    quats[30:34] = [[0.0, 0.0, 0.0, 1.0], [-0.0, 0.0, -0.0, -1.0], [np.nan, 0.0, 0.0, 1.0],
+                    [1e300, 0.0, 0.0, 1.0]]
+    want = np.array([m.matrix_from_quat_xyzw(q) for q in quats])
+    assert m.matrices_from_quats_xyzw(quats).tobytes() == want.tobytes()
+    assert m.matrices_from_quats_xyzw(np.zeros((0, 4))).shape == (0, 3, 3)
+
+    dom = 100 + (os.getpid() * 7 + 23) % 120
+    t = DdsTransport("host_under_test", domain_id=dom)
+    names = [f"cf{i + 1}" for i in range(6)]
+    params = build_params(RobotParams, {"robots": names[1:], "swarm": names, "policy": POLICY,
+                                        "neighbour_source": "swarm_state"}, "robots_cf2_cf6")
+    host = robot_node.RobotHost(t, params)
+    pos = np.c_[np.arange(6.0) - 2.5, np.zeros(6), np.ones(6)]
+    quat = quats[:6].copy()
+    quat[4] *= 1.5  # not a unit quaternion: not a rotation
+    try:
+        host.on_swarm_state(m.swarm_state(time.time(), names, pos, np.zeros((6, 3)), quat,
+                                          np.zeros((6, 3))))
+    finally:
+        t.close()
+    for i, name in enumerate(names[1:], start=1):
+        robot = host.robots[name]
+        assert robot.own.rot.tobytes() == m.matrix_from_quat_xyzw(quat[i]).tobytes()
+        assert robot.ticks == 1
+    assert host.robots["cf5"].last_command.diagnostics.reasons == ("own_rotation_invalid",)
+    assert host.robots["cf2"].last_command.mode.value == "policy"
