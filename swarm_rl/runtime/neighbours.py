@@ -77,34 +77,35 @@ class SnapshotStack:
     """(B, N, 3) last received positions, N = entries in the table."""
     vel_mps: np.ndarray
     """(B, N, 3) last received velocities."""
-    age_s: np.ndarray
-    """(B, N) ages (s, at least 0)."""
-    extra_radius_m: np.ndarray
-    """(B, N) extra safety radii (m) of stale entries."""
-    distance_m: np.ndarray
-    """(B, N) distances from each observer (m)."""
-    names: list[str]
-    """The table's entry names, sorted (``order`` indexes them)."""
     order: np.ndarray
-    """(B, N) row b's entries: indices into ``names``."""
+    """(B, N) row b's entries: indices into the table's entries (``names``, ...)."""
+    names: list[str]
+    """The table's entry names, sorted."""
+    entry_age_s: np.ndarray
+    """(N,) each entry's age (s, at least 0), in ``names`` order."""
+    entry_extra_radius_m: np.ndarray
+    """(N,) each entry's extra safety radius (m; stale entries), in ``names`` order."""
+    entry_distance_m: np.ndarray
+    """(B, N) each entry's distance from each observer (m), in ``names`` order."""
 
     @classmethod
     def gather(cls, names: list[str], order: np.ndarray, count: np.ndarray, pos: np.ndarray,
                vel: np.ndarray, age_s: np.ndarray, extra: np.ndarray,
                distance: np.ndarray) -> SnapshotStack:
         """The stack from the table's entries (``pos``, ``vel`` (N, 3), ``age_s``, ``extra``
-        (N,)), each row's entry ``order`` (B, N) and ``distance`` (B, N) in that order."""
-        return cls(count, pos[order], vel[order], age_s[order], extra[order], distance, names,
-                   order)
+        (N,), ``distance`` (B, N) from each observer) and each row's entry ``order`` (B, N):
+        positions and velocities gathered for every row (the policy's features read them),
+        the rest when a snapshot or the shield's rows ask for it."""
+        return cls(count, pos[order], vel[order], order, names, age_s, extra, distance)
 
     def snapshot(self, b: int) -> NeighbourSnapshot:
-        """Observer b's :class:`NeighbourSnapshot`: views of row b's first ``count[b]``
-        entries."""
+        """Observer b's :class:`NeighbourSnapshot`: row b's first ``count[b]`` entries."""
         c = int(self.count[b])
-        names = tuple(self.names[i] for i in self.order[b, :c].tolist())
-        return NeighbourSnapshot(names, self.pos_m[b, :c], self.vel_mps[b, :c],
-                                 self.age_s[b, :c], self.extra_radius_m[b, :c],
-                                 self.distance_m[b, :c])
+        seen = self.order[b, :c]
+        return NeighbourSnapshot(tuple(self.names[i] for i in seen.tolist()),
+                                 self.pos_m[b, :c], self.vel_mps[b, :c], self.entry_age_s[seen],
+                                 self.entry_extra_radius_m[seen],
+                                 self.entry_distance_m[b, seen])
 
     @cached_property
     def snapshots(self) -> tuple[NeighbourSnapshot, ...]:
@@ -118,7 +119,7 @@ class SnapshotStack:
         ``pos_m``, ``vel_mps`` and ``extra_radius_m``, the same values."""
         seen = np.arange(self.order.shape[1]) < self.count[rows][:, None]
         return (self.pos_m[rows][seen], self.vel_mps[rows][seen],
-                self.extra_radius_m[rows][seen])
+                self.entry_extra_radius_m[self.order[rows][seen]])
 
 
 def check_vector(value: object) -> tuple[np.ndarray | None, str | None]:
@@ -280,8 +281,7 @@ class NeighbourTable:
         age_s = np.maximum(age_s, 0.0)
         extra = np.where(age_s > self.stale_after_s, self.inflate_mps * age_s, 0.0)
         count = np.count_nonzero(keep, axis=1)
-        return SnapshotStack.gather(names, order, count, pos, vel, age_s, extra,
-                                    dist[np.arange(len(order))[:, None], order])
+        return SnapshotStack.gather(names, order, count, pos, vel, age_s, extra, dist)
 
     def observation_features(self, own_name: str | None, own_pos: np.ndarray,
                              own_vel: np.ndarray, now_s: float
