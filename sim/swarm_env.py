@@ -209,11 +209,13 @@ class SwarmVecEnv:
         (E, N, N) that is 0 where j == i.
         """
         s = self.physics.state()
-        rel_pos = s.pos[:, None, :, :] - s.pos[:, :, None, :]
-        rel_vel = s.vel[:, None, :, :] - s.vel[:, :, None, :]
-        goal_err = np.broadcast_to((s.pos - self.goals())[:, None, :, :], rel_pos.shape)
-        feats = np.concatenate([rel_pos, rel_vel, goal_err], axis=-1).astype(np.float32)
-        mask = np.broadcast_to(1.0 - np.eye(self.num_drones, dtype=np.float32), feats.shape[:3])
+        e, n = self.num_envs, self.num_drones
+        feats = np.empty((e, n, n, CRITIC_FEATS), dtype=np.float32)
+        # float64 differences rounded once into the float32 array (as .astype(np.float32))
+        np.subtract(s.pos[:, None, :, :], s.pos[:, :, None, :], out=feats[..., 0:3])
+        np.subtract(s.vel[:, None, :, :], s.vel[:, :, None, :], out=feats[..., 3:6])
+        feats[..., 6:9] = (s.pos - self.goals())[:, None, :, :]
+        mask = np.broadcast_to(1.0 - np.eye(n, dtype=np.float32), (e, n, n))
         return feats, mask
 
     def _motor_commands(self, action: np.ndarray, motors_off: np.ndarray | None) -> np.ndarray:

@@ -44,6 +44,15 @@ PRIOR_COUNT = 1e-4
 """Weight of the normaliser's prior (mean 0, variance 1) against the samples it sees."""
 
 
+@torch.no_grad()
+def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-entry variance (population) and mean over all rows of ``x`` (..., dim), in
+    float32 (5x faster than float64 over a rollout), and the number of rows."""
+    x = x.reshape(-1, x.shape[-1])
+    var, mean = torch.var_mean(x, 0, correction=0)
+    return var, mean, x.shape[0]
+
+
 class RunningNorm(nn.Module):
     """Running mean and variance of observations (Chan et al. parallel update), clipped z.
 
@@ -67,17 +76,22 @@ class RunningNorm(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, frozen: torch.Tensor | None = None) -> None:
-        """Fold a batch into the statistics; entries where the bool mask ``frozen`` is set
-        keep theirs (a fine-tune holding the source's normalisation of the inputs it knew)."""
+        """Fold a batch ``x`` (..., dim) into the statistics (see :meth:`fold`)."""
+        self.fold(batch_moments(x), frozen)
+
+    @torch.no_grad()
+    def fold(self, moments: tuple[torch.Tensor, torch.Tensor, int],
+             frozen: torch.Tensor | None = None) -> None:
+        """Fold a batch's :func:`batch_moments` into the statistics; entries where the bool
+        mask ``frozen`` is set keep theirs (a fine-tune holding the source's normalisation of
+        the inputs it knew)."""
         if frozen is not None:
             keep = self.mean.clone(), self.var.clone(), self.count.clone()
-            self.update(x)
+            self.fold(moments)
             for buf, old in zip((self.mean, self.var, self.count), keep):
                 buf[frozen] = old[frozen]
             return
-        x = x.reshape(-1, x.shape[-1])
-        n = x.shape[0]
-        var, mean = torch.var_mean(x, 0, correction=0)  # float32 over the batch: 5x faster
+        var, mean, n = moments
         var, mean = var.double(), mean.double()
         total = self.count + n
         delta = mean - self.mean.double()
