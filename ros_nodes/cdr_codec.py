@@ -181,7 +181,7 @@ class Codec:
             elif leaf.code == "seq":
                 names = [el.path for el in _leaves(leaf.element)]
                 self._segments.append(("seq", 1, (leaf.count, attrgetter(*names),
-                                                  _builder(leaf.element))))
+                                                  _flat_builder(leaf.element)[0])))
             else:
                 n = max(leaf.count, 1)
                 if self._segments and self._segments[-1][0] == "run":
@@ -272,9 +272,9 @@ class Codec:
                 count, pos = self._count(data, pos, 8 * per)
                 if count:
                     pos += -(pos - 4) % 8
-                    flat = iter(struct.unpack_from(f"<{per * count}d", data, pos))
+                    flat = struct.unpack_from(f"<{per * count}d", data, pos)
                     pos += 8 * per * count
-                    values.append([build(flat) for _ in range(count)])
+                    values.append([build(flat, start) for start in range(0, per * count, per)])
                 else:
                     values.append([])
         return self._build(iter(values)), pos
@@ -323,6 +323,43 @@ def _builder(cls: type) -> Callable[[Any], Any]:
             else:
                 parts.append(next)
     return lambda it: cls(*[part(it) for part in parts])
+
+
+def _flat_builder(cls: type) -> tuple[Callable[[tuple, int], Any], int]:
+    """A function that builds a ``cls`` made of numbers only (a sequence element: Transform,
+    Twist, ...) from a flat tuple of its values in wire order and the index of its first,
+    and how many values it takes: :func:`_builder`'s object, without an iterator."""
+    hints = list(typing.get_type_hints(cls, include_extras=True).values())
+    if not any(isinstance(h, type) and issubclass(h, IdlStruct) or _is_array(h) for h in hints):
+        width = len(hints)  # scalars only (Vector3, Quaternion): one slice
+        return (lambda values, start: cls(*values[start:start + width])), width
+    parts: list[tuple[Callable[[tuple, int], Any], int]] = []
+    width = 0
+    for hint in hints:
+        if isinstance(hint, type) and issubclass(hint, IdlStruct):
+            part, size = _flat_builder(hint)
+        elif _is_array(hint):
+            part, size = _array_part(hint.__metadata__[0].length)
+        else:
+            part, size = _scalar_part, 1
+        parts.append((part, width))
+        width += size
+    return (lambda values, start: cls(*[part(values, start + offset)
+                                        for part, offset in parts])), width
+
+
+def _scalar_part(values: tuple, start: int) -> Any:
+    return values[start]
+
+
+def _array_part(length: int) -> tuple[Callable[[tuple, int], list], int]:
+    """A fixed-size array field's builder (a list, as :func:`_builder` gives) and width."""
+    return (lambda values, start: list(values[start:start + length])), length
+
+
+def _is_array(hint: Any) -> bool:
+    meta = getattr(hint, "__metadata__", ())
+    return bool(meta) and isinstance(meta[0], array)
 
 
 @lru_cache(maxsize=None)

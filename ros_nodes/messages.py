@@ -299,20 +299,18 @@ def swarm_state(t_s: float, names: list[str], pos_m: np.ndarray, vel_mps: np.nda
 def read_swarm_state(msg: MultiDOFJointState
                      ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(names, positions (N, 3), velocities (N, 3), quaternions (N, 4), body rates (N, 3)) of
-    a swarm-state message; ``ValueError`` naming the fields whose lengths differ."""
+    a swarm-state message, views of one (N, 13) array; ``ValueError`` naming the fields whose
+    lengths differ."""
     n = len(msg.joint_names)
     if len(msg.transforms) != n or len(msg.twist) != n:
         raise ValueError(f"swarm state: {n} joint_names but {len(msg.transforms)} transforms "
                          f"and {len(msg.twist)} twists")
-    pos = np.array([(t.translation.x, t.translation.y, t.translation.z)
-                    for t in msg.transforms], float).reshape(n, 3)
-    quat = np.array([(t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w)
-                     for t in msg.transforms], float).reshape(n, 4)
-    vel = np.array([(w.linear.x, w.linear.y, w.linear.z) for w in msg.twist],
-                   float).reshape(n, 3)
-    omega = np.array([(w.angular.x, w.angular.y, w.angular.z) for w in msg.twist],
-                     float).reshape(n, 3)
-    return list(msg.joint_names), pos, vel, quat, omega
+    rows = np.array([(t.translation.x, t.translation.y, t.translation.z, t.rotation.x,
+                      t.rotation.y, t.rotation.z, t.rotation.w, w.linear.x, w.linear.y,
+                      w.linear.z, w.angular.x, w.angular.y, w.angular.z)
+                     for t, w in zip(msg.transforms, msg.twist)],
+                    float).reshape(n, 13)  # one pass over the robots for all four arrays
+    return (list(msg.joint_names), rows[:, 0:3], rows[:, 7:10], rows[:, 3:7], rows[:, 10:13])
 
 
 def pose_stamped(t_s: float, pos_m: np.ndarray,
