@@ -227,17 +227,17 @@ class NeighbourTable:
             clear = (np.isfinite(pos_all).all(1) & np.isfinite(vel_all).all(1)
                      & (np.einsum("ij,ij->i", pos_all, pos_all) < (keep * MAX_POSITION_M) ** 2)
                      & (np.einsum("ij,ij->i", vel_all, vel_all) < (keep * MAX_SPEED_MPS) ** 2))
-        accepted = np.zeros(n, bool)
+        accepted = []
         stamp = float(stamp_s) if stamp_ok else math.nan
-        for i, name in enumerate(names):
+        for name, ok, p, v in zip(names, clear.tolist(), pos_all, vel_all):
             held = self._states.get(name) if isinstance(name, str) else None
-            if (stamp_ok and clear[i] and isinstance(name, str) and name
+            if (stamp_ok and ok and isinstance(name, str) and name
                     and not (held is not None and held[0] - self.drop_after_s <= stamp < held[0])):
-                self._states[name] = (stamp, pos_all[i], vel_all[i])
-                accepted[i] = True
+                self._states[name] = (stamp, p, v)
+                accepted.append(True)
             else:
-                accepted[i] = self.update(name, stamp_s, pos_all[i], vel_all[i], now_s)
-        return accepted
+                accepted.append(self.update(name, stamp_s, p, v, now_s))
+        return np.array(accepted, bool)
 
     def forget(self, name: str) -> None:
         """Drop ``name``'s entry (e.g. a robot that left the swarm)."""
