@@ -17,7 +17,9 @@ from swarm_rl.train.ppo import Trainer
 def run_bench(preset: str = "swap_goals_8", updates: int = 5,
               overrides: list[str] | None = None) -> dict[str, Any]:
     """Agent-steps/s of whole PPO updates on ``preset`` with its full drone count (curriculum
-    off), after one warm-up update that also compiles the simulator kernels."""
+    off), after one warm-up update that also compiles the simulator kernels. The machine's
+    1-minute load average before and after says whether other jobs shared it."""
+    load_before = os.getloadavg()[0]
     cfg = load_preset(preset, ["curriculum.num_drones=[]"] + list(overrides or []))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
@@ -41,7 +43,8 @@ def run_bench(preset: str = "swap_goals_8", updates: int = 5,
         "collect_share": collect_s / (collect_s + update_s),
         "machine": {"processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads()},
+                    "torch_threads": torch.get_num_threads(),
+                    "load_average_1min": [load_before, os.getloadavg()[0]]},
     }
 
 
@@ -55,4 +58,5 @@ def format_table(report: dict[str, Any]) -> str:
         f"collection   {r['collect_steps_per_s']:>12,.0f} agent-steps/s "
         f"({r['collect_share']:.0%} of the time)",
         f"PPO update   {r['update_samples_per_s']:>12,.0f} samples/s",
+        "load average {:.2f} before, {:.2f} after".format(*r["machine"]["load_average_1min"]),
     ])
