@@ -218,6 +218,9 @@ class DdsTransport:
         """Received samples not delivered, by reason (``deserialise``, ``injected_loss``)."""
         self.use_sim_time = use_sim_time
         self._sim_now_s = 0.0
+        self.wait_start_ns = self.wake_ns = self.spin_start_ns = 0
+        """Wall clock (ns) when the executor last began waiting, woke, and began taking
+        samples (for :mod:`ros_nodes.tick_trace`)."""
         if use_sim_time:
             self.create_subscription(Clock, "/clock", self._on_clock, QosKind.SENSOR)
 
@@ -275,13 +278,16 @@ class DdsTransport:
                     return
                 wait_s = min(wait_s, left)
             if wait_s > 0:
+                self.wait_start_ns = time.time_ns()
                 self.waitset.wait(duration(seconds=wait_s))
+                self.wake_ns = time.time_ns()
             self.spin_once()
 
     def spin_once(self) -> int:
         """Take every waiting sample, deliver the due ones, fire the due timers; returns the
         number of callbacks run."""
         ran = 0
+        self.spin_start_ns = time.time_ns()
         for sub in self._subs:
             try:
                 samples = sub.take()

@@ -43,6 +43,7 @@ import numpy as np
 from ros_nodes import messages as m
 from ros_nodes.node_main import run_node
 from ros_nodes.params import ParamError, spec
+from ros_nodes.tick_trace import TickTrace
 from ros_nodes.transport import (SWARM_STATE_TOPIC, QosKind, Transport, check_robot_name,
                                  robot_topic)
 from swarm_rl.runtime.neighbours import NeighbourTable
@@ -241,6 +242,9 @@ class RobotHost:
         """Messages dropped before reaching the runtime, by reason."""
         transport.create_timer(1.0 / self.rate_hz, self._watchdog)
         self.collector = SlackCollector()
+        self.trace = TickTrace.from_env(
+            f"robot_node_{names[0]}", ("callback", "table", "step", "writes", "after_tick"))
+        """Per-tick timestamps of the /swarm/state ticks (``SWARM_RL_TICK_TRACE``)."""
         self._outputs = [LowRateOutput(1.0 / params.status_rate_hz, self._publish_status)]
         self.task_layer = None
         if params.mission == "tasks":
@@ -258,6 +262,10 @@ class RobotHost:
         """The node's life (``node_main``): collect garbage between ticks, spin until stop."""
         self.collector.start()
         self.transport.spin_until(stop.is_set)
+
+    def shutdown(self) -> None:
+        if self.trace is not None:
+            self.trace.save()
 
     def _shield_config(self) -> ShieldConfig:
         p = self.params
@@ -299,6 +307,13 @@ class RobotHost:
     def on_swarm_state(self, msg: m.MultiDOFJointState) -> None:
         """Every robot's state from one swarm-state message: into the neighbour table, and a
         tick for each hosted robot in it (its own state is its entry)."""
+        trace = self.trace
+        if trace is not None:
+            t = self.transport
+            src = getattr(getattr(msg, "sample_info", None), "source_timestamp", 0)
+            trace.begin(src if isinstance(src, int) else 0,
+                        *(getattr(t, k, 0) for k in ("wait_start_ns", "wake_ns",
+                                                     "spin_start_ns")))
         try:
             names, pos, vel, quat, omega = m.read_swarm_state(msg)
         except ValueError:
@@ -310,6 +325,8 @@ class RobotHost:
         self.bad_messages["swarm_state_unknown_robot"] += len(names) - len(known)
         self.table.update_many([names[i] for i in known], stamp_s, pos[known], vel[known],
                                now_s=now_s)
+        if trace is not None:
+            trace.mark()
         hosted = [i for i in known if names[i] in self.robots]
         rots = m.matrices_from_quats_xyzw(quat[hosted])  # one pass for all hosted robots
         due = []
@@ -320,6 +337,8 @@ class RobotHost:
         if due:  # after the table has every robot of this message
             self._tick_all(due, now_s, stamp_s)
             self._after_tick()
+        if trace is not None and len(trace._marks) == 4:
+            trace.end()
 
     def _goal_callback(self, name: str):
         def on_goal(msg: m.PoseStamped) -> None:
@@ -358,8 +377,12 @@ class RobotHost:
             for robot in robots:
                 self._tick(robot, now_s, stamp_s)
             return
+        if self.trace is not None:
+            self.trace.mark()
         for robot, cmd in zip(robots, cmds):
             self._send(robot, cmd, now_s, stamp_s)
+        if self.trace is not None:
+            self.trace.mark()
 
     def _goal(self, robot: HostedRobot) -> np.ndarray:
         own = robot.own

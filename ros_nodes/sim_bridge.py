@@ -37,6 +37,7 @@ import numpy as np
 from ros_nodes import messages as m
 from ros_nodes.node_main import run_node
 from ros_nodes.params import ParamError, spec
+from ros_nodes.tick_trace import TickTrace
 from ros_nodes.transport import SWARM_STATE_TOPIC, QosKind, Transport, robot_topic
 from sim.config import resolve_scenario
 from sim.swarm_env import SwarmVecEnv
@@ -166,6 +167,11 @@ class SimBridge:
         self._last_goals: np.ndarray | None = None
         self._goals_sent_t_s = -math.inf
         self._stamp_s = time.time()
+        self.trace = TickTrace.from_env("sim_bridge", ("publish", "published", "spun",
+                                                       "stepped"))
+        """Per-tick timestamps of the flight (``SWARM_RL_TICK_TRACE``)."""
+        self.command_trace: list[tuple[int, int, int, int]] = []
+        """With the trace: (robot, stamp ns, source timestamp ns, arrival ns) per command."""
 
     # --- clock -------------------------------------------------------------------------------
 
@@ -188,6 +194,11 @@ class SimBridge:
             self.last_cmd_t_s[i] = self.t_s
             self.commands[i] += 1
             stamp = m.from_time(msg.header.stamp)
+            if self.trace is not None:
+                info = getattr(msg, "sample_info", None)
+                self.command_trace.append((i, round(stamp * 1e9),
+                                           getattr(info, "source_timestamp", 0) or 0,
+                                           time.time_ns()))
             if abs(stamp - self.stamp_s()) < 1e-6:
                 self.answered[i] = True
             for published, wall in reversed(self._published_wall):  # newest first
@@ -299,8 +310,13 @@ class SimBridge:
         elif self.params.hold_at_start:
             self.wait_for_robots(stop, resend_s=self.dt_s / rtf)
         wall0 = time.perf_counter()
+        trace = self.trace
         while not (stop.is_set() or self.finished()):
+            if trace is not None:
+                trace.begin(self.steps)
             self.publish_state()
+            if trace is not None:
+                trace.mark()
             if self.lockstep:
                 waiting = self.missed < LOCKSTEP_ABSENT_AFTER
                 self.transport.spin_until(
@@ -312,7 +328,11 @@ class SimBridge:
                 self.transport.spin_until(lambda: stop.is_set(),
                                           max(0.0, deadline - time.perf_counter()))
             self.ticks_answered += self.answered
+            if trace is not None:
+                trace.mark()
             self.step()
+            if trace is not None:
+                trace.end(int(self.answered.sum()), round(self._stamp_s * 1e9))
         self.wall_s = time.perf_counter() - wall0
 
     # --- report ------------------------------------------------------------------------------
@@ -338,6 +358,8 @@ class SimBridge:
         }
 
     def shutdown(self) -> None:
+        if self.trace is not None:
+            self.trace.save(commands=np.array(self.command_trace, dtype=np.int64).reshape(-1, 4))
         if self.params.report_dir:
             out = Path(self.params.report_dir)
             out.mkdir(parents=True, exist_ok=True)
