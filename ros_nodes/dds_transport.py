@@ -146,6 +146,13 @@ class _Publisher:
         if ret < 0:
             raise RuntimeError(f"{self.topic}: DDS write failed with code {ret}")
 
+    def publish_cdr(self, data: bytes) -> None:
+        """Write a sample already encoded as this topic's plain CDR (header included), e.g.
+        by :func:`ros_nodes.messages.swarm_state_cdr`: no message object on the way."""
+        ret = ddspy_write(self.writer._ref, data)
+        if ret < 0:
+            raise RuntimeError(f"{self.topic}: DDS write failed with code {ret}")
+
     def subscribers(self) -> int:
         """Matched readers, local and remote (~2 us)."""
         return len(self.writer.get_matched_subscriptions())
@@ -153,20 +160,24 @@ class _Publisher:
 
 class _Subscription:
     def __init__(self, reader: DataReader, condition: ReadCondition, msg_type: type,
-                 callback: Callable[[Any], None], topic: str) -> None:
+                 callback: Callable[[Any], None], topic: str,
+                 decode: Callable[[bytes], Any] | None = None) -> None:
         self.reader = reader
         self.condition = condition
         self.msg_type = msg_type
         self.callback = callback
         self.topic = topic
         self.codec: Codec | None = codec_for(msg_type)
+        self.decode = decode or (self.codec.decode if self.codec is not None else None)
 
     def take(self, max_samples: int = 256) -> list[Any]:
         """Every waiting valid sample, oldest first, each with its ``sample_info``. Samples of
         a type the codec knows are decoded by :mod:`ros_nodes.cdr_codec` unless they are not
         plain little-endian CDR (another vendor's XCDR2 or big-endian writer), which the
-        binding decodes. Raises on undecodable data, like ``DataReader.take``."""
-        if self.codec is None:
+        binding decodes. A subscription's own ``decode`` (bytes -> sample, raising
+        :class:`NotPlainCdr` where it cannot) stands in for the codec's. Raises on
+        undecodable data, like ``DataReader.take``."""
+        if self.decode is None:
             return [s for s in self.reader.take(N=max_samples)
                     if not isinstance(s, InvalidSample) and isinstance(s, self.msg_type)]
         ret = ddspy_take(self.reader._ref, _ANY_STATE, max_samples)
@@ -177,7 +188,7 @@ class _Subscription:
             if not info.valid_data:
                 continue  # disposal / unregistration notices carry no message
             try:
-                sample = self.codec.decode(data)
+                sample = self.decode(data)
             except NotPlainCdr:
                 sample = self.msg_type.deserialize(data)
             sample.sample_info = info
@@ -242,12 +253,19 @@ class DdsTransport:
         self._writers.append(pub)
         return pub
 
+    takes_decoders = True
+    """``create_subscription`` takes ``decode`` (not part of the Transport interface)."""
+
     def create_subscription(self, msg_type: type[T], topic: str,
-                            callback: Callable[[T], None], qos: QosKind) -> _Subscription:
+                            callback: Callable[[T], None], qos: QosKind,
+                            decode: Callable[[bytes], Any] | None = None) -> _Subscription:
+        """``decode``: this subscription's own plain-CDR decoder (bytes -> what the callback
+        gets, e.g. :func:`ros_nodes.messages.swarm_state_arrays`; :class:`NotPlainCdr` for
+        bytes it cannot read, which the binding then decodes into ``msg_type``)."""
         reader = DataReader(self.participant, self._topic(msg_type, topic), qos_for(qos))
         condition = ReadCondition(reader, _ANY_STATE)
         self.waitset.attach(condition)
-        sub = _Subscription(reader, condition, msg_type, callback, topic)
+        sub = _Subscription(reader, condition, msg_type, callback, topic, decode)
         self._subs.append(sub)
         return sub
 

@@ -274,7 +274,8 @@ class StatusMonitor:
         self.sim_t_s = 0.0
         if swarm_state:
             self.transport.create_subscription(m.MultiDOFJointState, SWARM_STATE_TOPIC,
-                                               self._on_swarm_state, QosKind.SENSOR)
+                                               self._on_swarm_state, QosKind.SENSOR,
+                                               decode=m.swarm_state_arrays)
         for i, name in enumerate(names):
             self.transport.create_subscription(m.DiagnosticArray, robot_topic(name, "status"),
                                                self._on_status, QosKind.EVENTS)
@@ -293,7 +294,7 @@ class StatusMonitor:
     def _on_pose(self, i: int, msg: m.PoseStamped) -> None:
         self.pos[i] = m.vec(msg.pose.position)
 
-    def _on_swarm_state(self, msg: m.MultiDOFJointState) -> None:
+    def _on_swarm_state(self, msg: m.MultiDOFJointState | m.SwarmStateArrays) -> None:
         try:
             names, pos, *_ = m.read_swarm_state(msg)
         except ValueError:

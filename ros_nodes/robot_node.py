@@ -232,8 +232,10 @@ class RobotHost:
                                           self._gamma_callback(name), QosKind.COMMAND)
         self.swarm = frozenset(swarm)
         if params.neighbour_source == "swarm_state":
+            arrays = ({"decode": m.swarm_state_arrays}
+                      if getattr(transport, "takes_decoders", False) else {})
             transport.create_subscription(m.MultiDOFJointState, SWARM_STATE_TOPIC,
-                                          self.on_swarm_state, QosKind.SENSOR)
+                                          self.on_swarm_state, QosKind.SENSOR, **arrays)
         else:
             for name in swarm:
                 transport.create_subscription(m.Odometry, robot_topic(name, "odom"),
@@ -304,9 +306,10 @@ class RobotHost:
         self._tick(robot, now_s, stamp_s)
         self._after_tick()
 
-    def on_swarm_state(self, msg: m.MultiDOFJointState) -> None:
-        """Every robot's state from one swarm-state message: into the neighbour table, and a
-        tick for each hosted robot in it (its own state is its entry)."""
+    def on_swarm_state(self, msg: m.MultiDOFJointState | m.SwarmStateArrays) -> None:
+        """Every robot's state from one swarm-state message (or its arrays, as the DDS
+        transport hands it over): into the neighbour table, and a tick for each hosted robot
+        in it (its own state is its entry)."""
         trace = self.trace
         if trace is not None:
             t = self.transport
@@ -405,7 +408,12 @@ class RobotHost:
             robot.latencies_us.append(d.policy_latency_us)
             del robot.latencies_us[:-1000]
         stamp = stamp_s if math.isfinite(stamp_s) else now_s
-        robot.cmd_pub.publish(m.twist_stamped(stamp, cmd.velocity_mps, cmd.yaw_rate_rad_s))
+        write_cdr = getattr(robot.cmd_pub, "publish_cdr", None)
+        if write_cdr is not None:  # DDS: the message's bytes straight from the numbers
+            write_cdr(m.twist_stamped_cdr(stamp, cmd.velocity_mps, cmd.yaw_rate_rad_s))
+        else:
+            robot.cmd_pub.publish(m.twist_stamped(stamp, cmd.velocity_mps,
+                                                  cmd.yaw_rate_rad_s))
 
     def _watchdog(self) -> None:
         """Robots whose own odometry stopped still get a command: hover, then land. It acts

@@ -121,3 +121,59 @@ def test_other_encodings_are_refused_for_the_binding_to_decode():
     with pytest.raises(NotPlainCdr, match="encapsulation"):
         codec_for(m.TwistStamped).decode(big_endian)
     assert math.isclose(m.TwistStamped.deserialize(big_endian).twist.angular.z, 0.5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(msg=strategy(m.MultiDOFJointState))
+def test_swarm_state_arrays_hold_the_numbers_the_message_objects_hold(msg):
+    data = reference_bytes(msg)
+    arrays = m.swarm_state_arrays(data)
+    obj = codec_for(m.MultiDOFJointState).decode(data)
+    assert arrays.header == obj.header and arrays.joint_names == obj.joint_names
+    try:
+        want = m.read_swarm_state(obj)
+    except ValueError as exc:  # random lengths: the same error from both paths
+        with pytest.raises(ValueError, match=str(exc)):
+            m.read_swarm_state(arrays)
+        return
+    got = m.read_swarm_state(arrays)
+    assert got[0] == want[0]
+    for a, b in zip(got[1:], want[1:]):
+        assert a.shape == b.shape and a.tobytes() == b.tobytes()  # bit for bit
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_swarm_state_arrays_of_random_bytes_decode_or_raise_not_plain_cdr(data):
+    blob = data.draw(st.one_of(st.binary(max_size=800),
+                               st.binary(max_size=800).map(lambda b: HEADER + b)))
+    try:
+        arrays = m.swarm_state_arrays(blob)
+    except NotPlainCdr:
+        return
+    assert isinstance(arrays, m.SwarmStateArrays)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 32])
+def test_swarm_state_bytes_from_the_arrays_are_the_messages_bytes(n):
+    rng = np.random.default_rng(n)
+    names = [f"cf{i + 1}" for i in range(n)]
+    pos, vel, omega = (rng.normal(size=(n, 3)) * 10 for _ in range(3))
+    quat = rng.normal(size=(n, 4))
+    if n:
+        pos[0, 1], vel[-1, 2] = np.nan, -0.0
+    for t_s in (0.0, 3.5, 1_764_633_600.123456789):
+        msg = m.swarm_state(t_s, names, pos, vel, quat, omega)
+        want = codec_for(m.MultiDOFJointState).encode(msg)
+        assert m.swarm_state_cdr(t_s, names, pos, vel, quat, omega) == want
+        if n:
+            assert want == reference_bytes(msg) or np.isnan(pos).any()
+
+
+@pytest.mark.parametrize("vel, yaw", [([0.1, -0.2, 0.3], 0.5), ([0.0, -0.0, 1e300], -0.0),
+                                      (np.array([1.5, 2.0, -1.0]), np.float64(0.25))])
+def test_twist_stamped_bytes_from_the_numbers_are_the_messages_bytes(vel, yaw):
+    for t_s in (0.0, 12.75, 1_764_633_600.987654321):
+        msg = m.twist_stamped(t_s, vel, yaw)
+        want = codec_for(m.TwistStamped).encode(msg)
+        assert m.twist_stamped_cdr(t_s, vel, yaw) == want == reference_bytes(msg)

@@ -231,9 +231,10 @@ def test_status_and_intentions_go_out_after_ticks_at_their_rates():
     for robot in host.robots.values():
         for kind in ("cmd", "status", "intention"):
             pub = getattr(robot, f"{kind}_pub")
-            original = pub.publish
-            pub.publish = (lambda msg, kind=kind, original=original:
-                           (events.append((kind, time.monotonic())), original(msg)))
+            method = "publish_cdr" if kind == "cmd" else "publish"  # commands go as bytes
+            original = getattr(pub, method)
+            setattr(pub, method, lambda msg, kind=kind, original=original:
+                    (events.append((kind, time.monotonic())), original(msg)))
     pos = np.array([[0.0, 0.0, 1.0], [2.0, 0.0, 1.0]])
     start = time.monotonic()
     try:
