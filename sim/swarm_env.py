@@ -72,8 +72,8 @@ class StepResult:
     """(E, N) always False: drones are never removed mid-episode."""
     truncated: np.ndarray
     """(E, N) True on the last step of an episode; ``info`` then also holds ``final_obs``,
-    ``final_critic_state``, ``final_state`` (true physics state), ``final_goals`` and
-    ``episode`` (metrics)."""
+    ``final_critic_state``, ``final_drone_state``, ``final_state`` (true physics state),
+    ``final_goals`` and ``episode`` (metrics)."""
     info: dict
 
 
@@ -218,6 +218,18 @@ class SwarmVecEnv:
         mask = np.broadcast_to(1.0 - np.eye(n, dtype=np.float32), (e, n, n))
         return feats, mask
 
+    def drone_state(self) -> np.ndarray:
+        """Global state for a pooled centralised critic (true, noise-free): each drone once,
+        (E, N, CRITIC_FEATS) float32: its position relative to the swarm's centroid, its
+        velocity and its goal error (m, m/s, m, world frame). N times smaller than
+        :meth:`critic_state`, which repeats every drone relative to every agent."""
+        s = self.physics.state()
+        feats = np.empty((self.num_envs, self.num_drones, CRITIC_FEATS), dtype=np.float32)
+        feats[..., 0:3] = s.pos - s.pos.mean(axis=1, keepdims=True)
+        feats[..., 3:6] = s.vel
+        feats[..., 6:9] = s.pos - self.goals()
+        return feats
+
     def _motor_commands(self, action: np.ndarray, motors_off: np.ndarray | None) -> np.ndarray:
         if self.cfg.action_mode == "motors":
             thrust = action * self.params.max_thrust_n[..., None]
@@ -268,6 +280,7 @@ class SwarmVecEnv:
         if done:
             info["final_obs"] = obs
             info["final_critic_state"] = self.critic_state()
+            info["final_drone_state"] = self.drone_state()
             info["final_state"] = s.copy()
             info["final_goals"] = self.goals()
             info["episode"] = self.metrics.summary()

@@ -7,8 +7,10 @@ per-neighbour MLP, masked mean; or attention: the drone's own features query its
 masked softmax), obstacles through a small MLP, then a trunk MLP outputs the action mean.
 
 Critics: ``centralised`` (MAPPO) sees the agent's own observation plus every swarm-mate's state
-relative to it, with no range or K limit (``SwarmVecEnv.critic_state``); ``local`` (IPPO) sees
-only the agent's observation.
+relative to it, with no range or K limit (``SwarmVecEnv.critic_state``); ``pooled`` (MAPPO)
+sees the agent's own observation plus the swarm's global state, each drone encoded once per
+environment (``SwarmVecEnv.drone_state``: N times less encoder work than ``centralised``);
+``local`` (IPPO) sees only the agent's observation.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from sim.observation import OWN_DIM, ObsLayout
 
 PRESETS = ("deploy", "offboard")
 ENCODERS = ("deepsets", "attention")
-CRITICS = ("centralised", "local")
+CRITICS = ("centralised", "pooled", "local")
 
 
 @dataclass
@@ -220,14 +222,24 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """Value of an agent: from its own observation (local), plus every swarm-mate's state
-    relative to it (centralised, (B, N, CRITIC_FEATS) with a mask (B, N)). ReLU throughout:
-    the critic is never deployed, and tanh was half the cost of a PPO update on the CPU."""
+    """Value of an agent from its own observation (B, obs_dim), plus (``cfg.critic``):
+
+    - ``centralised``: every swarm-mate's state relative to it, (B, N, CRITIC_FEATS) with a
+      mask (B, N), in a deep-sets pool;
+    - ``pooled``: the global state (B / N, N, CRITIC_FEATS), one row per drone of each
+      environment, the B observations grouped by environment (row ``g * N + i`` is drone i
+      of group g); each agent gets the mean embedding of its group's drones and its own
+      drone's embedding;
+    - ``local``: nothing more.
+
+    ReLU throughout: the critic is never deployed, and tanh was half the cost of a PPO update
+    on the CPU."""
 
     def __init__(self, layout: ObsLayout, cfg: ModelConfig, critic_feats: int) -> None:
         super().__init__()
         s = cfg.sizes
-        self.centralised = cfg.critic == "centralised"
+        self.centralised = cfg.critic != "local"
+        self.pooled = cfg.critic == "pooled"
         self.norm = RunningNorm(layout.dim)
         self.own = nn.Sequential(_mlp([layout.dim, s["critic"], s["critic"]],
                                       activation=nn.ReLU), nn.ReLU())
@@ -236,14 +248,18 @@ class Critic(nn.Module):
             self.swarm_norm = RunningNorm(critic_feats)
             self.swarm = NeighbourEncoder(critic_feats, s["critic"] // 2, s["critic"], "deepsets",
                                           activation=nn.ReLU)
-            width += s["critic"] // 2
+            width += s["critic"] if self.pooled else s["critic"] // 2
         self.head = _mlp([width, s["critic"], 1], last_gain=1.0, activation=nn.ReLU)
 
     def forward(self, obs: torch.Tensor, swarm: torch.Tensor | None = None,
                 swarm_mask: torch.Tensor | None = None) -> torch.Tensor:
         own = self.own(self.norm(obs))
         parts = [own]
-        if self.centralised:
+        if self.pooled:
+            drones = self.swarm.phi(self.swarm_norm(swarm))  # (G, N, H)
+            pool = drones.mean(1, keepdim=True).expand_as(drones)
+            parts.append(torch.cat([pool, drones], dim=-1).reshape(obs.shape[0], -1))
+        elif self.centralised:
             parts.append(self.swarm(self.swarm_norm(swarm), swarm_mask, own))
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
 

@@ -91,6 +91,10 @@ class TrainConfig:
             if value not in allowed:
                 raise ConfigError(f"{name}: unknown value '{value}'; allowed: "
                                   f"{', '.join(allowed)}")
+        if m.critic == "pooled" and p.minibatch_size < self.env.num_drones:
+            raise ConfigError(f"ppo.minibatch_size: the pooled critic takes whole environments, "
+                              f"so at least env.num_drones ({self.env.num_drones}), got "
+                              f"{p.minibatch_size}")
         if self.init_norm not in INIT_NORMS:
             raise ConfigError(f"init_norm: unknown value '{self.init_norm}'; allowed: "
                               f"{', '.join(INIT_NORMS)}")

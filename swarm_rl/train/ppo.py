@@ -106,7 +106,7 @@ class Trainer:
         self.steps = 0
         self.wall_s = 0.0
         self.obs = self.env.reset(seed=int(self.rng.integers(2**31)))
-        self.swarm = self.env.critic_state()
+        self.swarm = self._critic_state()
         self.episode_return = np.zeros((self.env.num_envs, self.env.num_drones))
         self.recent: list[dict[str, float]] = []
 
@@ -128,7 +128,7 @@ class Trainer:
             log.info("curriculum: %d drones, obstacle density %.2f", n, density)
             self.env = self._make_env(progress)
             self.obs = self.env.reset()
-            self.swarm = self.env.critic_state()
+            self.swarm = self._critic_state()
             self.episode_return = np.zeros((self.env.num_envs, self.env.num_drones))
         if cur.collision_anneal_frac > 0:
             self.env.collision_scale = min(1.0, progress / cur.collision_anneal_frac)
@@ -143,9 +143,21 @@ class Trainer:
         z = self.critic(obs, swarm, mask)
         return z * torch.sqrt(self.value_norm.var + 1e-8) + self.value_norm.mean
 
-    def _critic_inputs(self, swarm: tuple[np.ndarray, np.ndarray] | None):
+    def _critic_state(self, info: dict | None = None):
+        """What the critic reads besides the observations, now or (``info``) at the end of
+        the episode that just finished: ``SwarmVecEnv.drone_state`` for the pooled critic,
+        ``SwarmVecEnv.critic_state`` otherwise."""
+        if self.critic.pooled:
+            return self.env.drone_state() if info is None else info["final_drone_state"]
+        return self.env.critic_state() if info is None else info["final_critic_state"]
+
+    def _critic_inputs(self, swarm: np.ndarray | tuple[np.ndarray, np.ndarray] | None):
+        """Tensors for :class:`Critic`: (E N, N, F) features and (E N, N) mask, or for the
+        pooled critic (E, N, F) drone states and no mask."""
         if swarm is None or not self.critic.centralised:
             return None, None
+        if self.critic.pooled:
+            return torch.from_numpy(np.ascontiguousarray(swarm)), None
         feats, mask = swarm
         b = feats.shape[0] * feats.shape[1]
         return (torch.from_numpy(np.ascontiguousarray(feats)).reshape(b, feats.shape[2], -1),
@@ -174,7 +186,7 @@ class Trainer:
             self.episode_return += result.reward
             if result.truncated.any():
                 f_obs = torch.from_numpy(result.info["final_obs"]).reshape(e * n, -1)
-                f_swarm, f_mask = self._critic_inputs(result.info["final_critic_state"])
+                f_swarm, f_mask = self._critic_inputs(self._critic_state(result.info))
                 reward = reward + ppo.gamma * self._value(f_obs, f_swarm, f_mask) * done
                 metrics = {k: float(np.mean(v)) for k, v in result.info["episode"].items()}
                 metrics["return"] = float(self.episode_return.mean())
@@ -185,8 +197,9 @@ class Trainer:
                 getattr(ro, name).append(value_)
             if swarm is not None:
                 ro.swarm.append(swarm)
+            if mask is not None:
                 ro.swarm_mask.append(mask)
-            self.obs, self.swarm = result.obs, env.critic_state()
+            self.obs, self.swarm = result.obs, self._critic_state()
         obs = torch.from_numpy(self.obs).reshape(e * n, -1)
         swarm, mask = self._critic_inputs(self.swarm)
         ro.next_value = self._value(obs, swarm, mask)
@@ -206,14 +219,18 @@ class Trainer:
         self.value_norm.update(returns[:, None])
         v_mean, v_std = self.value_norm.mean, torch.sqrt(self.value_norm.var + 1e-8)
         target = (returns - v_mean) / v_std
-        total = obs.shape[0]
+        # the pooled critic needs whole environments: minibatches of (step, env) groups
+        group = self.env.num_drones if self.critic.pooled else 1
+        total = obs.shape[0] // group
+        offsets = torch.arange(group)
         warmup = self.update_index < ppo.critic_warmup_updates
         stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "entropy",
                                                           "approx_kl", "clipfrac")}
         for _ in range(ppo.epochs):
             perm = torch.randperm(total, generator=self.gen)
-            for start in range(0, total, ppo.minibatch_size):
-                idx = perm[start:start + ppo.minibatch_size]
+            for start in range(0, total, ppo.minibatch_size // group):
+                groups = perm[start:start + ppo.minibatch_size // group]
+                idx = (groups[:, None] * group + offsets).reshape(-1) if group > 1 else groups
                 mb_obs = obs.index_select(0, idx)  # a copy per row: far faster than obs[idx]
                 dist = self._dist(mb_obs)
                 logp = dist.log_prob(actions.index_select(0, idx)).sum(-1)
@@ -223,7 +240,8 @@ class Trainer:
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg_loss = torch.max(-mb_adv * ratio,
                                     -mb_adv * ratio.clamp(1 - ppo.clip, 1 + ppo.clip)).mean()
-                pred = self.critic(mb_obs, None if swarm is None else swarm.index_select(0, idx),
+                mb_swarm = None if swarm is None else swarm.index_select(0, groups)
+                pred = self.critic(mb_obs, mb_swarm,
                                    None if swarm_mask is None else swarm_mask.index_select(0, idx))
                 v_loss = 0.5 * ((pred - target.index_select(0, idx)) ** 2).mean()
                 entropy = dist.entropy().sum(-1).mean()
