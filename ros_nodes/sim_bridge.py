@@ -243,14 +243,14 @@ class SimBridge:
         if record:
             self._published_wall.append((stamp, time.time()))
         self.answered[:] = False
-        quats = [m.quat_xyzw_from_matrix(r) for r in s.rot[0]]
+        quats = m.quats_xyzw_from_matrices(s.rot[0])  # all robots at once, the same bits
         write_cdr = getattr(self._swarm_state, "publish_cdr", None)
         if write_cdr is not None:  # DDS: the bytes straight from the arrays
-            write_cdr(m.swarm_state_cdr(stamp, self.names, s.pos[0], s.vel[0], np.array(quats),
+            write_cdr(m.swarm_state_cdr(stamp, self.names, s.pos[0], s.vel[0], quats,
                                         s.omega[0]))
         else:
             self._swarm_state.publish(m.swarm_state(stamp, self.names, s.pos[0], s.vel[0],
-                                                    np.array(quats), s.omega[0]))
+                                                    quats, s.omega[0]))
         # per-robot topics only where someone reads them (hosts on /swarm/state do not)
         for i, (name, q) in enumerate(zip(self.names, quats)):
             if self._odom[i].subscribers():

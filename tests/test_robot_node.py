@@ -336,3 +336,18 @@ def test_swarm_state_rotations_are_the_per_robot_matrices():
         assert robot.ticks == 1
     assert host.robots["cf5"].last_command.diagnostics.reasons == ("own_rotation_invalid",)
     assert host.robots["cf2"].last_command.mode.value == "policy"
+
+
+def test_bridge_quaternions_of_all_robots_are_the_per_robot_ones_bit_for_bit():
+    from scipy.spatial.transform import Rotation
+
+    rots = Rotation.random(400, random_state=3).as_matrix()
+    special = [np.eye(3), np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]),
+               np.diag([-1.0, -1.0, 1.0]), Rotation.from_euler("x", 179.9, degrees=True)
+               .as_matrix(), np.zeros((3, 3)), np.full((3, 3), np.nan)]
+    every = np.concatenate([rots, np.array(special), 1.01 * rots])  # every branch, unnormalised
+    with np.errstate(all="ignore"):
+        want = np.array([m.quat_xyzw_from_matrix(r) for r in every])
+        got = m.quats_xyzw_from_matrices(every)
+    assert got.tobytes() == want.tobytes()
+    assert m.quats_xyzw_from_matrices(np.zeros((0, 3, 3))).shape == (0, 4)
