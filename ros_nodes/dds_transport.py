@@ -18,6 +18,7 @@ Samples that fail to deserialise are counted (:attr:`DdsTransport.dropped`), nev
 Fault injection (for tests of degraded links, off by default): ``loss`` drops that share of
 received samples, ``delay_s`` holds each one back before its callback, both seeded.
 """
+import ctypes
 import heapq
 import itertools
 import logging
@@ -33,7 +34,7 @@ from cyclonedds._clayer import ddspy_take, ddspy_write
 from cyclonedds.core import (InstanceState, Policy, Qos, ReadCondition, SampleState, ViewState,
                              WaitSet)
 from cyclonedds.domain import Domain, DomainParticipant
-from cyclonedds.internal import InvalidSample
+from cyclonedds.internal import InvalidSample, dds_c_t
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
@@ -219,6 +220,9 @@ class DdsTransport:
         self.waitset = WaitSet(self.participant)
         self._topics: dict[str, Topic] = {}
         self._subs: list[_Subscription] = []
+        self._by_attach: dict[int, _Subscription] = {}
+        """Subscriptions by the WaitSet attach value of their condition."""
+        self._triggered = (dds_c_t.attach * 64)()
         self._timers: list[_Timer] = []
         self._writers: list[_Publisher] = []
         self.faults = faults or LinkFaults()
@@ -267,6 +271,8 @@ class DdsTransport:
         self.waitset.attach(condition)
         sub = _Subscription(reader, condition, msg_type, callback, topic, decode)
         self._subs.append(sub)
+        value = next(v for entity, v in self.waitset.attached if entity is condition)
+        self._by_attach[ctypes.addressof(value)] = sub
         return sub
 
     def create_timer(self, period_s: float, callback: Callable[[], None]) -> _Timer:
@@ -295,18 +301,36 @@ class DdsTransport:
                 if left <= 0:
                     return
                 wait_s = min(wait_s, left)
+            subs = None
             if wait_s > 0:
                 self.wait_start_ns = time.time_ns()
-                self.waitset.wait(duration(seconds=wait_s))
+                subs = self._wait(duration(seconds=wait_s))
                 self.wake_ns = time.time_ns()
-            self.spin_once()
+            self.spin_once(subs)
 
-    def spin_once(self) -> int:
-        """Take every waiting sample, deliver the due ones, fire the due timers; returns the
-        number of callbacks run."""
+    def _wait(self, timeout_ns: int) -> "list[_Subscription] | None":
+        """Block on the WaitSet; the subscriptions whose readers hold samples, in creation
+        order (None: look at all of them). The bridge has 4 readers per drone and a host 2
+        per hosted robot, nearly all idle: taking from each after every wake-up cost ~1 us a
+        reader, ~0.15 ms per wake-up of a 32-drone bridge, several times a tick."""
+        xs = self._triggered
+        n = self.waitset._waitset_wait(self.waitset._ref, xs, len(xs), timeout_ns)
+        if n < 0:
+            raise RuntimeError(f"{self.name}: DDS waitset wait failed with code {n}")
+        if n > len(xs):
+            return None
+        found = {id(sub) for sub in (self._by_attach.get(xs[i]) for i in range(n)) if sub}
+        if len(found) < n:  # an entity this transport did not attach: be safe
+            return None
+        return [sub for sub in self._subs if id(sub) in found]
+
+    def spin_once(self, subs: "list[_Subscription] | None" = None) -> int:
+        """Take every waiting sample (of ``subs`` only, if given: those whose readers the
+        WaitSet found holding samples), deliver the due ones, fire the due timers; returns
+        the number of callbacks run."""
         ran = 0
         self.spin_start_ns = time.time_ns()
-        for sub in self._subs:
+        for sub in self._subs if subs is None else subs:
             try:
                 samples = sub.take()
             except Exception:  # malformed CDR from a foreign writer: count, never raise
@@ -360,6 +384,7 @@ class DdsTransport:
         for sub in self._subs:
             self.waitset.detach(sub.condition)
         self._subs.clear()
+        self._by_attach.clear()
         self._timers.clear()
         self._writers.clear()
         self._topics.clear()
