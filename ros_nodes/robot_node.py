@@ -48,8 +48,8 @@ from ros_nodes.transport import (SWARM_STATE_TOPIC, QosKind, Transport, check_ro
                                  robot_topic)
 from swarm_rl.runtime.neighbours import NeighbourTable
 from swarm_rl.runtime.policy import OnnxPolicy
-from swarm_rl.runtime.robot import (Command, CommandMode, OwnState, RobotController,
-                                    step_robots)
+from swarm_rl.runtime.robot import (Command, CommandMode, OwnArrays, OwnState,
+                                    RobotController, step_robots)
 from swarm_rl.runtime.shield import CBFShield, ShieldConfig
 
 log = logging.getLogger(__name__)
@@ -338,7 +338,8 @@ class RobotHost:
             robot.own = OwnState(pos[i], vel[i], rot, omega[i], stamp_s)
             due.append(robot)
         if due:  # after the table has every robot of this message
-            self._tick_all(due, now_s, stamp_s)
+            self._tick_all(due, now_s, stamp_s,
+                           (pos[hosted], vel[hosted], rots, omega[hosted]))
             self._after_tick()
         if trace is not None and len(trace._marks) == 4:
             trace.end()
@@ -368,12 +369,14 @@ class RobotHost:
         self._send(robot, robot.controller.step(now_s, robot.own, self._goal(robot)), now_s,
                    stamp_s)
 
-    def _tick_all(self, robots: list[HostedRobot], now_s: float, stamp_s: float) -> None:
+    def _tick_all(self, robots: list[HostedRobot], now_s: float, stamp_s: float,
+                  own_arrays: OwnArrays | None = None) -> None:
         """Several hosted robots' ticks at once (one policy call, one stacked shield pass);
-        should the batched step itself fail, each robot steps on its own instead."""
+        should the batched step itself fail, each robot steps on its own instead.
+        ``own_arrays``: their own states' fields stacked, as the swarm state gave them."""
         try:
             cmds = step_robots([r.controller for r in robots], now_s, [r.own for r in robots],
-                               [self._goal(r) for r in robots])
+                               [self._goal(r) for r in robots], own_arrays=own_arrays)
         except Exception:
             log.exception("batched step of %d robots failed; stepping them one by one",
                           len(robots))

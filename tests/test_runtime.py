@@ -644,6 +644,9 @@ def test_stacked_own_state_screen_never_passes_what_the_exact_check_rejects(goal
     for robot, own, ok in zip(robots, owns, passed):
         if ok:
             assert robot._check_own(own, 0.0) is None, own
+    stacked = tuple(np.array([getattr(o, key) for o in owns], float)
+                    for key in ("pos_m", "vel_mps", "rot", "omega_rad_s"))
+    assert (_owns_acceptable(robots, owns, 0.0, stacked) == passed).all()  # a host's rows
     calm = [_own(pos=(1.0, -2.0, 1.5), vel=(0.3, 0.1, 0.0), stamp_s=-0.05)] * 4
     assert _owns_acceptable(robots, calm, 0.0).all()
     assert not _owns_acceptable(robots[:3], calm[:3], 0.0).any()  # few: checked one by one

@@ -409,7 +409,8 @@ def _neighbour_rejected(table: NeighbourTable) -> dict[str, int]:
 
 def step_robots(controllers: Sequence[RobotController], now_s: float,
                 owns: Sequence[OwnState | None], goals: Sequence[np.ndarray],
-                obstacle_patches: Sequence[np.ndarray | None] | None = None) -> list[Command]:
+                obstacle_patches: Sequence[np.ndarray | None] | None = None, *,
+                own_arrays: OwnArrays | None = None) -> list[Command]:
     """The commands of the robots one process hosts (each as :meth:`RobotController.step`
     describes), computed together: own states and goals screened at once, one neighbour-table
     query (a stacked snapshot, no per-robot snapshot objects) and one observation build per
@@ -419,9 +420,11 @@ def step_robots(controllers: Sequence[RobotController], now_s: float,
     :class:`~swarm_rl.runtime.shield.CBFShield`, whose setpoints are checked finite at once.
     A failing batched policy call falls back to one call per robot (so each failure is
     named); ``policy_latency_us`` is each robot's share of the batched call. The batched
-    network may differ from single calls in float32 rounding (~1e-7)."""
+    network may differ from single calls in float32 rounding (~1e-7). ``own_arrays``: the
+    own states' fields already stacked (see :data:`OwnArrays`), for a caller that built them
+    from such rows; the screen then need not stack and type-check them again."""
     patches = obstacle_patches if obstacle_patches is not None else [None] * len(controllers)
-    own_ok = _owns_acceptable(controllers, owns, now_s)
+    own_ok = _owns_acceptable(controllers, owns, now_s, own_arrays)
     goal_ok = _goals_acceptable(goals).tolist()
     ticks = [c._prepare(now_s, own, goal, patch, ok, good)
              for c, own, goal, patch, ok, good in zip(controllers, owns, goals, patches, own_ok,
@@ -486,18 +489,32 @@ SCREEN_MIN_ROBOTS = 4
 three exact checks (measured: ~150 us against ~50 us each)."""
 
 
+OwnArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""The fields of B own states stacked: positions (B, 3), velocities (B, 3), rotations
+(B, 3, 3) and body rates (B, 3), float64, row b exactly ``owns[b]``'s (which are then
+:class:`OwnState` of float64 arrays of those shapes with float stamps), as a robot host has
+them from a swarm-state message."""
+
+
 def _owns_acceptable(controllers: Sequence[RobotController],
-                     owns: Sequence[OwnState | None], now_s: float) -> np.ndarray:
+                     owns: Sequence[OwnState | None], now_s: float,
+                     own_arrays: OwnArrays | None = None) -> np.ndarray:
     """(B,) True where ``RobotController._check_own`` would certainly pass ``owns[b]``,
     decided for all robots at once; False means "check it alone" (the exact check, with its
-    reason). Only well-typed states (float64 arrays of the right shapes) are screened."""
+    reason). Only well-typed states (float64 arrays of the right shapes) are screened;
+    ``own_arrays``: their fields already stacked (:data:`OwnArrays`: well typed)."""
     ok = np.zeros(len(owns), bool)
-    if len(owns) < SCREEN_MIN_ROBOTS or not _finite(now_s) or not _well_typed(owns):
+    if len(owns) < SCREEN_MIN_ROBOTS or not _finite(now_s):
         return ok
-    pos = np.array([o.pos_m for o in owns])  # np.array: np.stack's rows, a third of its cost
-    vel = np.array([o.vel_mps for o in owns])
-    omega = np.array([o.omega_rad_s for o in owns])
-    rot = np.array([o.rot for o in owns])
+    if own_arrays is not None:
+        pos, vel, rot, omega = own_arrays
+    elif not _well_typed(owns):
+        return ok
+    else:
+        pos = np.array([o.pos_m for o in owns])  # np.array: np.stack's rows, a third of its cost
+        vel = np.array([o.vel_mps for o in owns])
+        omega = np.array([o.omega_rad_s for o in owns])
+        rot = np.array([o.rot for o in owns])
     age = float(now_s) - np.array([float(o.stamp_s) for o in owns])
     stale = np.array([c.own_stale_s for c in controllers])
     with np.errstate(all="ignore"):  # non-finite rows fail the tests below
