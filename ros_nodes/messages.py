@@ -354,6 +354,24 @@ def swarm_state_arrays(data: bytes) -> SwarmStateArrays:
     return SwarmStateArrays(Header(Time(sec, nanosec), frame_id), names, transforms, twists)
 
 
+@dataclass
+class TwistNumbers:
+    """A ``TwistStamped`` sample's numbers (:func:`twist_numbers`), without the message's
+    objects: what the sim bridge reads of each command."""
+
+    stamp_s: float
+    """``header.stamp`` in seconds, as :func:`from_time` gives it."""
+    linear: tuple[float, float, float]
+    angular: tuple[float, float, float]
+
+
+def twist_numbers(data: bytes) -> TwistNumbers:
+    """A plain-CDR ``TwistStamped`` sample's bytes -> :class:`TwistNumbers`; raises
+    :class:`ros_nodes.cdr_codec.NotPlainCdr` where the codec's ``decode`` would."""
+    sec, nanosec, _frame, lx, ly, lz, ax, ay, az = codec_for(TwistStamped).decode_flat(data)
+    return TwistNumbers(sec + nanosec * 1e-9, (lx, ly, lz), (ax, ay, az))
+
+
 def read_swarm_state(msg: MultiDOFJointState | SwarmStateArrays
                      ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(names, positions (N, 3), velocities (N, 3), quaternions (N, 4), body rates (N, 3)) of

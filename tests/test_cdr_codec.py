@@ -177,3 +177,24 @@ def test_twist_stamped_bytes_from_the_numbers_are_the_messages_bytes(vel, yaw):
         msg = m.twist_stamped(t_s, vel, yaw)
         want = codec_for(m.TwistStamped).encode(msg)
         assert m.twist_stamped_cdr(t_s, vel, yaw) == want == reference_bytes(msg)
+
+
+@settings(max_examples=150, deadline=None)
+@given(msg=strategy(m.TwistStamped))
+def test_twist_numbers_are_the_message_objects_numbers(msg):
+    data = reference_bytes(msg)
+    got = m.twist_numbers(data)
+    obj = codec_for(m.TwistStamped).decode(data)
+    assert got.stamp_s == m.from_time(obj.header.stamp)
+    assert got.linear == (obj.twist.linear.x, obj.twist.linear.y, obj.twist.linear.z)
+    assert got.angular == (obj.twist.angular.x, obj.twist.angular.y, obj.twist.angular.z)
+
+
+@settings(max_examples=200, deadline=None)
+@given(blob=st.one_of(st.binary(max_size=200), st.binary(max_size=200).map(lambda b: HEADER + b)))
+def test_twist_numbers_of_random_bytes_decode_or_raise_not_plain_cdr(blob):
+    try:
+        got = m.twist_numbers(blob)
+    except NotPlainCdr:
+        return
+    assert isinstance(got, m.TwistNumbers)

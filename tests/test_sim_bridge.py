@@ -121,3 +121,72 @@ def test_bridge_waits_at_t0_for_robots_that_start_late(tmp_path, pacing):
     assert report["ticks"] == 50, "the hold at t = 0 is not part of the flight"
     assert min(report["ticks_answered"]) >= (50 if lockstep else 45)
     assert report["watchdog_hover"] == [0, 0], "every tick was answered: no watchdog hover"
+
+
+def test_commands_as_numbers_set_what_the_message_objects_set():
+    """On DDS the bridge reads each command's numbers straight from its bytes
+    (m.twist_numbers); the commanded velocities, yaw rates, rejections and the answered
+    flags must be those of the message objects, bit for bit (clipping, signed zeros, NaN)."""
+    from ros_nodes.cdr_codec import codec_for
+    from ros_nodes.params import build_params
+    from ros_nodes.sim_bridge import SimBridge, SimBridgeParams
+
+    class Quiet:
+        def publish(self, msg):
+            pass
+
+        def publish_cdr(self, data):
+            pass
+
+        def subscribers(self):
+            return 0
+
+    class Fake:
+        def __init__(self, decoders):
+            self.takes_decoders = decoders
+            self.callbacks = {}
+
+        def create_publisher(self, *args):
+            return Quiet()
+
+        def create_subscription(self, msg_type, topic, callback, qos, decode=None):
+            self.callbacks[topic] = (callback, decode)
+
+        def create_timer(self, *args):
+            return None
+
+        def now_s(self):
+            return time.time()
+
+    params = build_params(SimBridgeParams, {"drones": 3, "scenario": "hover"}, "sim_bridge")
+    fakes = [Fake(False), Fake(True)]
+    bridges = [SimBridge(f, params) for f in fakes]
+    codec = codec_for(m.TwistStamped)
+    rng = np.random.default_rng(5)
+    try:
+        for bridge in bridges:
+            bridge.publish_state()
+        stamp = bridges[0].stamp_s()
+        for bridge in bridges[1:]:
+            bridge._stamp_s = stamp
+            bridge._published_wall[-1] = bridges[0]._published_wall[-1]
+        cases = [([0.1, -0.2, 0.3], 0.5), ([-0.0, 0.0, -0.0], -0.0), ([9.0, -9.0, 1.5], 1.0),
+                 ([-1.5, 1.5, np.nextafter(1.5, 2)], 0.0), ([np.nan, 0.0, 0.0], 0.0),
+                 ([0.0, 0.0, 0.0], np.inf), *((list(rng.normal(0, 2, 3)), rng.normal())
+                                              for _ in range(30))]
+        for k, (vel, yaw) in enumerate(cases):
+            i = k % 3
+            data = codec.encode(m.twist_stamped(stamp if k % 4 else stamp - 0.02, vel, yaw))
+            for fake in fakes:
+                callback, decode = fake.callbacks[f"/cf{i + 1}/cmd_velocity_world"]
+                callback((decode or codec.decode)(data))
+            a, b = bridges
+            assert a.cmd_vel.tobytes() == b.cmd_vel.tobytes()
+            assert a.cmd_yaw_rate.tobytes() == b.cmd_yaw_rate.tobytes()
+            assert (a.bad_commands == b.bad_commands).all() and (a.answered == b.answered).all()
+            assert (a.commands == b.commands).all() and len(a.latencies_ms) == len(b.latencies_ms)
+        assert bridges[1].bad_commands.sum() == 2 and bridges[1].answered.any()
+        assert np.abs(bridges[1].cmd_vel).max() <= params.max_speed_mps
+    finally:
+        for bridge in bridges:
+            bridge.env.close()
