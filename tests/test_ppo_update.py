@@ -16,7 +16,8 @@ from swarm_rl.train.config import load_preset
 from swarm_rl.train.ppo import Rollout, Trainer, gae
 
 SMALL = ["ppo.num_envs=8", "ppo.rollout_steps=20", "ppo.minibatch_size=600", "ppo.epochs=2",
-         "threads=1", "init_from=", "curriculum.num_drones=[]", "env.num_drones=4"]
+         "threads=1", "init_from=", "curriculum.num_drones=[]", "env.num_drones=4",
+         "model.critic=centralised"]  # the pairwise critic of c43641f
 
 
 def reference_update(tr: Trainer, ro: Rollout) -> dict[str, float]:
