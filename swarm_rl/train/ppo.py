@@ -56,6 +56,11 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor,
     return adv
 
 
+def _cat(parts: list[torch.Tensor], last: torch.Tensor | None) -> torch.Tensor | None:
+    """``parts`` and then ``last`` joined along the batch axis; None without ``last``."""
+    return None if last is None else torch.cat(parts + [last])
+
+
 @dataclass
 class Rollout:
     obs: list[torch.Tensor] = field(default_factory=list)
@@ -179,7 +184,6 @@ class Trainer:
             std = self.actor.log_std.exp()
             action = mean + std * torch.randn(mean.shape, generator=self.gen)
             logp = torch.distributions.Normal(mean, std).log_prob(action).sum(-1)
-            value = self._value(obs, swarm, mask)
             result = env.step(action.reshape(e, n, 4).numpy())
             reward = torch.from_numpy(result.reward.reshape(-1)).float()
             done = torch.from_numpy(result.truncated.reshape(-1)).float()
@@ -193,7 +197,7 @@ class Trainer:
                 self.recent = (self.recent + [metrics])[-10:]
                 self.episode_return[:] = 0.0
             for name, value_ in (("obs", obs), ("actions", action), ("logp", logp),
-                                 ("values", value), ("rewards", reward), ("dones", done)):
+                                 ("rewards", reward), ("dones", done)):
                 getattr(ro, name).append(value_)
             if swarm is not None:
                 ro.swarm.append(swarm)
@@ -202,7 +206,10 @@ class Trainer:
             self.obs, self.swarm = result.obs, self._critic_state()
         obs = torch.from_numpy(self.obs).reshape(e * n, -1)
         swarm, mask = self._critic_inputs(self.swarm)
-        ro.next_value = self._value(obs, swarm, mask)
+        # the critic does not steer the rollout: every step's value in one batched pass
+        values = self._value(torch.cat(ro.obs + [obs]), _cat(ro.swarm, swarm),
+                             _cat(ro.swarm_mask, mask)).reshape(ppo.rollout_steps + 1, e * n)
+        ro.values, ro.next_value = list(values[:-1]), values[-1]
         return ro
 
     def update(self, ro: Rollout) -> dict[str, float]:
