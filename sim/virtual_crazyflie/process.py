@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +28,8 @@ class VirtualCrazyflieProcess:
         self.uris: list[str] = []
         self.proc: subprocess.Popen | None = None
         self._lines: list[str] = []
+        self._errors: list[str] = []
+        self._readers: list[threading.Thread] = []
 
     def start(self) -> "VirtualCrazyflieProcess":
         path = os.environ.get("PYTHONPATH")
@@ -47,10 +48,20 @@ class VirtualCrazyflieProcess:
                     ready.set()
             ready.set()
 
-        threading.Thread(target=read, daemon=True).start()
+        def drain_stderr() -> None:  # a full pipe would block the child's logging
+            for line in self.proc.stderr:
+                self._errors = (self._errors + [line])[-200:]
+
+        self._readers = [threading.Thread(target=f, daemon=True) for f in (read, drain_stderr)]
+        for thread in self._readers:
+            thread.start()
         if not ready.wait(self.startup_timeout_s) or self.proc.poll() is not None:
-            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            exited = self.proc.poll() is not None
             self.kill()
+            if exited:
+                for thread in self._readers:
+                    thread.join(5.0)
+            err = "".join(self._errors)
             raise RuntimeError(f"virtual-crazyflie did not start: {err[-2000:]}")
         return self
 
@@ -58,8 +69,8 @@ class VirtualCrazyflieProcess:
     def ports(self) -> list[int]:
         return [int(u.rsplit(":", 1)[1]) for u in self.uris]
 
-    def stop(self, timeout_s: float = 10.0) -> dict:
-        """SIGINT, wait, and return the JSON summary (the last stdout line)."""
+    def stop(self, timeout_s: float = 30.0) -> dict:
+        """SIGINT, wait, and return the JSON summary (the last JSON line on stdout)."""
         if self.proc is None:
             return {}
         self.proc.send_signal(signal.SIGINT)
@@ -68,12 +79,14 @@ class VirtualCrazyflieProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             raise
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and not (self._lines and
-                                                   self._lines[-1].startswith("{")):
-            time.sleep(0.01)
+        for thread in self._readers:  # they end at the pipes' EOF, after the last line
+            thread.join(5.0)
         self.proc = None
-        return json.loads(self._lines[-1])
+        summary = [line for line in self._lines if line.startswith("{")]
+        if not summary:
+            raise ValueError("virtual-crazyflie printed no summary; its last output: "
+                             + " | ".join(self._lines[-3:] + self._errors[-3:]))
+        return json.loads(summary[-1])
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
