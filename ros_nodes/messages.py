@@ -215,32 +215,12 @@ def header(t_s: float, frame_id: str = WORLD_FRAME) -> Header:
     return Header(to_time(t_s), frame_id)
 
 
-def quat_xyzw_from_matrix(rot: np.ndarray) -> np.ndarray:
-    """Rotation matrix (3, 3) body -> world to a unit quaternion (x, y, z, w), w >= 0."""
-    m = np.asarray(rot, dtype=float)
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = 2.0 * math.sqrt(tr + 1.0)
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = [s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = [(m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
-    else:
-        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
-
-
 def quats_xyzw_from_matrices(rots: np.ndarray) -> np.ndarray:
-    """:func:`quat_xyzw_from_matrix` of every matrix of ``rots`` (N, 3, 3): (N, 4), the same
-    arithmetic (the same bits) on all rows at once: each of its four branches computed for
-    every row and the row's own branch kept; only the norm's dot product stays per row (the
-    same call as ``np.linalg.norm``)."""
+    """Rotation matrices (N, 3, 3) body -> world to unit quaternions (N, 4) (x, y, z, w),
+    w >= 0: the usual four-branch conversion (trace, or the largest diagonal entry), each
+    branch computed for every row and the row's own branch kept; the norm's dot product per
+    row (the same call as ``np.linalg.norm``, so each row has the bits of the one-matrix
+    conversion, ``tests/test_robot_node.py``)."""
     m = np.asarray(rots, dtype=float).reshape(-1, 3, 3)
     if not len(m):
         return np.zeros((0, 4))

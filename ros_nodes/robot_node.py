@@ -341,7 +341,7 @@ class RobotHost:
             self._tick_all(due, now_s, stamp_s,
                            (pos[hosted], vel[hosted], rots, omega[hosted]))
             self._after_tick()
-        if trace is not None and len(trace._marks) == 4:
+        if trace is not None and trace.marked == 4:
             trace.end()
 
     def _goal_callback(self, name: str):

@@ -57,6 +57,11 @@ class TickTrace:
     def mark(self) -> None:
         self._marks.append(time.time_ns())
 
+    @property
+    def marked(self) -> int:
+        """Marks of the tick so far, the first included."""
+        return len(self._marks)
+
     def end(self, *after: int) -> None:
         """The last mark; the row is complete (``after``: integers stored at its end)."""
         self._marks.append(time.time_ns())

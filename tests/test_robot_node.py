@@ -1,5 +1,6 @@
 """robot_node against hostile input, over real Cyclone DDS (loopback only): this test process
 plays the bridge with the project's DDS transport; the robot node is its own process."""
+import math
 import os
 import subprocess
 import sys
@@ -338,6 +339,31 @@ def test_swarm_state_rotations_are_the_per_robot_matrices():
     assert host.robots["cf2"].last_command.mode.value == "policy"
 
 
+def quat_xyzw_from_matrix(rot: np.ndarray) -> np.ndarray:
+    """The one-matrix conversion the bridge used per drone before 2026-12-02 (the reference)."""
+    q_m = np.asarray(rot, dtype=float)
+    tr = q_m[0, 0] + q_m[1, 1] + q_m[2, 2]
+    if tr > 0:
+        s = 2.0 * math.sqrt(tr + 1.0)
+        q = [(q_m[2, 1] - q_m[1, 2]) / s, (q_m[0, 2] - q_m[2, 0]) / s,
+             (q_m[1, 0] - q_m[0, 1]) / s, s / 4]
+    elif q_m[0, 0] > q_m[1, 1] and q_m[0, 0] > q_m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + q_m[0, 0] - q_m[1, 1] - q_m[2, 2])
+        q = [s / 4, (q_m[0, 1] + q_m[1, 0]) / s, (q_m[0, 2] + q_m[2, 0]) / s,
+             (q_m[2, 1] - q_m[1, 2]) / s]
+    elif q_m[1, 1] > q_m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + q_m[1, 1] - q_m[0, 0] - q_m[2, 2])
+        q = [(q_m[0, 1] + q_m[1, 0]) / s, s / 4, (q_m[1, 2] + q_m[2, 1]) / s,
+             (q_m[0, 2] - q_m[2, 0]) / s]
+    else:
+        s = 2.0 * math.sqrt(1.0 + q_m[2, 2] - q_m[0, 0] - q_m[1, 1])
+        q = [(q_m[0, 2] + q_m[2, 0]) / s, (q_m[1, 2] + q_m[2, 1]) / s, s / 4,
+             (q_m[1, 0] - q_m[0, 1]) / s]
+    q = np.array(q)
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
 def test_bridge_quaternions_of_all_robots_are_the_per_robot_ones_bit_for_bit():
     from scipy.spatial.transform import Rotation
 
@@ -347,7 +373,7 @@ def test_bridge_quaternions_of_all_robots_are_the_per_robot_ones_bit_for_bit():
                .as_matrix(), np.zeros((3, 3)), np.full((3, 3), np.nan)]
     every = np.concatenate([rots, np.array(special), 1.01 * rots])  # every branch, unnormalised
     with np.errstate(all="ignore"):
-        want = np.array([m.quat_xyzw_from_matrix(r) for r in every])
+        want = np.array([quat_xyzw_from_matrix(r) for r in every])
         got = m.quats_xyzw_from_matrices(every)
     assert got.tobytes() == want.tobytes()
     assert m.quats_xyzw_from_matrices(np.zeros((0, 3, 3))).shape == (0, 4)
