@@ -114,8 +114,14 @@ class SimBridge:
                                     max_speed_mps=params.max_speed_mps)
         self.names = [f"cf{i + 1}" for i in range(params.drones)]
         self.env = SwarmVecEnv(self.cfg, num_envs=1, backend=params.backend, seed=params.seed)
-        self.env.reset(seed=params.seed)
         n = params.drones
+        # The first step compiles the simulator's numba kernels (seconds where their cache is
+        # cold: a fresh install). Take it now, before the clock starts, then start over from
+        # the same seed: a real-time flight that began with that stall ran late, the robots
+        # could not answer the catch-up ticks, and every drone fell back on the watchdog.
+        self.env.reset(seed=params.seed)
+        self.env.step(self.env.hover_action(), motors_off=np.zeros((1, n), bool), observe=False)
+        self.env.reset(seed=params.seed)
         self.lockstep = params.real_time_factor == 0.0
         self.t_s = 0.0
         self.steps = 0

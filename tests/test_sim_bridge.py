@@ -123,6 +123,40 @@ def test_bridge_waits_at_t0_for_robots_that_start_late(tmp_path, pacing):
     assert report["watchdog_hover"] == [0, 0], "every tick was answered: no watchdog hover"
 
 
+class Quiet:
+    """A publisher nobody reads."""
+
+    def publish(self, msg):
+        pass
+
+    def publish_cdr(self, data):
+        pass
+
+    def subscribers(self):
+        return 0
+
+
+class FakeTransport:
+    """Just enough of a transport to build a SimBridge in this process and call its
+    command callbacks directly (no DDS)."""
+
+    def __init__(self, decoders=False):
+        self.takes_decoders = decoders
+        self.callbacks = {}
+
+    def create_publisher(self, *args):
+        return Quiet()
+
+    def create_subscription(self, msg_type, topic, callback, qos, decode=None):
+        self.callbacks[topic] = (callback, decode)
+
+    def create_timer(self, *args):
+        return None
+
+    def now_s(self):
+        return time.time()
+
+
 def test_commands_as_numbers_set_what_the_message_objects_set():
     """On DDS the bridge reads each command's numbers straight from its bytes
     (m.twist_numbers); the commanded velocities, yaw rates, rejections and the answered
@@ -131,35 +165,8 @@ def test_commands_as_numbers_set_what_the_message_objects_set():
     from ros_nodes.params import build_params
     from ros_nodes.sim_bridge import SimBridge, SimBridgeParams
 
-    class Quiet:
-        def publish(self, msg):
-            pass
-
-        def publish_cdr(self, data):
-            pass
-
-        def subscribers(self):
-            return 0
-
-    class Fake:
-        def __init__(self, decoders):
-            self.takes_decoders = decoders
-            self.callbacks = {}
-
-        def create_publisher(self, *args):
-            return Quiet()
-
-        def create_subscription(self, msg_type, topic, callback, qos, decode=None):
-            self.callbacks[topic] = (callback, decode)
-
-        def create_timer(self, *args):
-            return None
-
-        def now_s(self):
-            return time.time()
-
     params = build_params(SimBridgeParams, {"drones": 3, "scenario": "hover"}, "sim_bridge")
-    fakes = [Fake(False), Fake(True)]
+    fakes = [FakeTransport(False), FakeTransport(True)]
     bridges = [SimBridge(f, params) for f in fakes]
     codec = codec_for(m.TwistStamped)
     rng = np.random.default_rng(5)
@@ -190,3 +197,55 @@ def test_commands_as_numbers_set_what_the_message_objects_set():
     finally:
         for bridge in bridges:
             bridge.env.close()
+
+
+def compiled_signatures() -> dict[str, int]:
+    """How many type signatures each of the simulator's numba functions has compiled."""
+    import numba
+
+    from sim import batched_physics, controller, forces, observation, world
+    from sim.jit import Kernel
+
+    counts = {}
+    for module in (batched_physics, controller, forces, observation, world):
+        for name, obj in vars(module).items():
+            kernels = ((obj.serial, obj.parallel) if isinstance(obj, Kernel)
+                       else (obj,) if isinstance(obj, numba.core.registry.CPUDispatcher) else ())
+            for k, fn in enumerate(kernels):
+                counts[f"{module.__name__}.{name}/{k}"] = len(fn.signatures)
+    return counts
+
+
+@pytest.mark.parametrize("backend", ["pybullet", "batched"])
+def test_bridge_compiles_before_its_clock_starts_and_flies_as_a_fresh_world(backend):
+    """A real-time flight that began by compiling the simulator's kernels (seconds on a fresh
+    install) ran late, and every robot fell back on the watchdog while the bridge caught up.
+    The bridge takes that first step before its clock starts: its flight then compiles
+    nothing, and the warm-up leaves no trace (the same states, bit for bit, as a world that
+    never took it)."""
+    from ros_nodes.params import build_params
+    from ros_nodes.sim_bridge import SimBridge, SimBridgeParams
+    from sim.swarm_env import SwarmVecEnv
+
+    params = build_params(SimBridgeParams, {"drones": 4, "scenario": "static_formation",
+                                            "backend": backend, "seed": 3}, "sim_bridge")
+    bridge = SimBridge(FakeTransport(), params)
+    fresh = SwarmVecEnv(bridge.cfg, num_envs=1, backend=backend, seed=3)
+    fresh.reset(seed=3)
+    try:
+        before = compiled_signatures()
+        velocities = np.random.default_rng(0).uniform(-0.5, 0.5, (40, 4, 3))
+        for v in velocities:
+            bridge.cmd_vel[:] = v
+            bridge.last_cmd_t_s[:] = bridge.t_s
+            action = bridge.actions()
+            bridge.step()
+            fresh.step(action, motors_off=np.zeros((1, 4), bool), observe=False)
+        assert compiled_signatures() == before, "the flight compiled a kernel"
+        a, b = bridge.env.physics.state(), fresh.physics.state()
+        assert abs(a.pos[0] - a.pos[0, :1]).max() > 0.1
+        for field in ("pos", "vel", "rot", "omega"):
+            assert getattr(a, field).tobytes() == getattr(b, field).tobytes(), field
+    finally:
+        bridge.env.close()
+        fresh.close()
