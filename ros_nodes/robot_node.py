@@ -399,7 +399,15 @@ class RobotHost:
         return robot.goal_m if robot.goal_m is not None else np.zeros(3)
 
     def _send(self, robot: HostedRobot, cmd: Command, now_s: float, stamp_s: float) -> None:
-        """Record a tick's command and publish it, stamped with the state it answers."""
+        """Publish a tick's command, stamped with the state it answers, then record it (the
+        wire first: the bookkeeping is not part of the state-to-command latency)."""
+        stamp = stamp_s if math.isfinite(stamp_s) else now_s
+        write_cdr = getattr(robot.cmd_pub, "publish_cdr", None)
+        if write_cdr is not None:  # DDS: the message's bytes straight from the numbers
+            write_cdr(m.twist_stamped_cdr(stamp, cmd.velocity_mps, cmd.yaw_rate_rad_s))
+        else:
+            robot.cmd_pub.publish(m.twist_stamped(stamp, cmd.velocity_mps,
+                                                  cmd.yaw_rate_rad_s))
         robot.last_command = cmd
         robot.last_tick_wall_s = time.monotonic()
         robot.ticks += 1
@@ -410,13 +418,6 @@ class RobotHost:
         if d.policy_latency_us is not None:
             robot.latencies_us.append(d.policy_latency_us)
             del robot.latencies_us[:-1000]
-        stamp = stamp_s if math.isfinite(stamp_s) else now_s
-        write_cdr = getattr(robot.cmd_pub, "publish_cdr", None)
-        if write_cdr is not None:  # DDS: the message's bytes straight from the numbers
-            write_cdr(m.twist_stamped_cdr(stamp, cmd.velocity_mps, cmd.yaw_rate_rad_s))
-        else:
-            robot.cmd_pub.publish(m.twist_stamped(stamp, cmd.velocity_mps,
-                                                  cmd.yaw_rate_rad_s))
 
     def _watchdog(self) -> None:
         """Robots whose own odometry stopped still get a command: hover, then land. It acts

@@ -139,8 +139,12 @@ def start_and_goals(layout: str, robots: int, rng: np.random.Generator
 
 def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
             warmup_ticks: int = WARMUP_TICKS, shared_table: bool = True,
-            layout: str = "formation") -> dict[str, Any]:
+            layout: str = "formation", idle_s: float = 0.0) -> dict[str, Any]:
     """Run ``warmup_ticks`` + ``steps`` ticks of an ``robots``-robot swarm; one result row.
+
+    ``idle_s``: wall time (s) to sleep before each timed part of a tick (the robot-by-robot
+    part, then ``step_robots``), as a node idles between ticks waiting for the next state;
+    0 runs the ticks back to back (caches stay warm).
 
     ``shared_table``: the robots hosted in this process share one neighbour table, fed once
     per robot per tick (one reader per topic, DESIGN.md "Transport": O(N) updates); otherwise
@@ -183,6 +187,8 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
         timed = tick >= warmup_ticks
         if tick == warmup_ticks:
             cpu0, wall0 = time.process_time_ns(), perf_ns()
+        if idle_s and timed:
+            time.sleep(idle_s)
         t0 = perf_ns()
         if shared is not None:  # one aggregated swarm-state message, one shared reader
             for j in range(robots):
@@ -216,6 +222,8 @@ def measure(policy: OnnxPolicy, robots: int, steps: int, seed: int = SEED,
             table_ns[tick - warmup_ticks] = t1 - t0
         if batched is not None:
             owns = [OwnState(pos[i], vel[i], rot, omega, now) for i in range(robots)]
+            if idle_s and timed:
+                time.sleep(idle_s)
             b0 = perf_ns()
             batch_cmds = step_robots(batched, now, owns, list(goals))
             if timed:
@@ -343,11 +351,13 @@ def machine_info(policy: OnnxPolicy) -> dict[str, Any]:
 
 def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAULT_STEPS,
               policy_path: Path = POLICY, progress: bool | None = None,
-              shared_table: bool = True, layout: str = "formation") -> dict[str, Any]:
+              shared_table: bool = True, layout: str = "formation",
+              idle_ms: float = 0.0) -> dict[str, Any]:
     """Measure every robot count; return a JSON-ready report.
 
     ``progress``: show a tqdm bar on stderr (None: only on a terminal). ``shared_table``,
-    ``layout``: see :func:`measure` and the module docstring.
+    ``layout``: see :func:`measure` and the module docstring; ``idle_ms``: :func:`measure`'s
+    ``idle_s`` in ms.
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"--layout: must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -355,6 +365,8 @@ def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAU
         raise ConfigError(f"--robots: robot counts must be >= 1, got {list(robot_counts)}")
     if steps < 1:
         raise ConfigError(f"--steps: must be >= 1, got {steps}")
+    if not 0.0 <= idle_ms <= 1000.0:
+        raise ConfigError(f"--idle-ms: must be in [0, 1000], got {idle_ms}")
     policy = OnnxPolicy(policy_path)
     rows = []
     bar = tqdm(robot_counts, desc="bench runtime", unit="swarm", leave=False,
@@ -364,7 +376,7 @@ def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAU
             bar.set_postfix_str(f"{r} robots")
             gc.collect()  # start each measurement with the same heap; GC stays on (as deployed)
             rows.append(measure(policy, r, steps, shared_table=shared_table,
-                                layout=layout))
+                                layout=layout, idle_s=idle_ms / 1e3))
     fits = [row["robots"] for row in rows if row["tick_p99_within_50hz"]]
     cfg = shield_config()
     try:
@@ -390,6 +402,7 @@ def run_bench(robot_counts: tuple[int, ...] = DEFAULT_ROBOTS, steps: int = DEFAU
         "control_hz": round(1 / TICK_S),
         "warmup_ticks": WARMUP_TICKS,
         "ticks_timed": steps,
+        "idle_ms_before_each_timed_part": idle_ms,
         "targets": TARGETS,
         "max_robots_realtime_50hz": max(fits) if fits else None,
         "machine": machine_info(policy),

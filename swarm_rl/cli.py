@@ -185,6 +185,9 @@ def bench_runtime(
         help="formation: the static_formation scenario's spawns fly into a formation (the "
         "shield acts, as in bench graph); spread: robots apart with goals 1 m away (the shield "
         "hardly acts).")] = "formation",
+    idle_ms: Annotated[float, typer.Option(
+        min=0.0, max=1000.0, help="Sleep this long (wall ms) before each timed part of a tick, "
+        "as a node idles between 50 Hz ticks (caches go cold); 0: ticks back to back.")] = 0.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Latency of the deploy runtime's per-robot step (observation, ONNX policy, CBF shield) on
@@ -192,7 +195,8 @@ def bench_runtime(
     from swarm_rl.bench_runtime import format_table, run_bench
 
     report = run_bench(_counts(robots, "--robots", "1,8,16,32"), steps,
-                       shared_table=not per_robot_tables, layout=RuntimeLayout(layout).value)
+                       shared_table=not per_robot_tables, layout=RuntimeLayout(layout).value,
+                       idle_ms=idle_ms)
     typer.echo(format_table(report))
     if as_json:
         emit_json(report)

@@ -2,9 +2,13 @@
 shield timed as the nodes run it, from the step_robots commands' diagnostics."""
 from __future__ import annotations
 
-import numpy as np
+import time
 
-from swarm_rl.bench_runtime import POLICY, _stacked_shield_row, measure
+import numpy as np
+import pytest
+
+from sim.errors import ConfigError
+from swarm_rl.bench_runtime import POLICY, _stacked_shield_row, measure, run_bench
 from swarm_rl.runtime.policy import OnnxPolicy
 
 
@@ -29,3 +33,21 @@ def test_stacked_shield_row_sums_each_tick_and_counts_the_solves():
     assert row["batched_qp_solve_p50_us"] == 5.0 and row["batched_qp_solve_share"] == 1 / 6
     empty = _stacked_shield_row(filter_us, np.full_like(solve_us, np.nan))
     assert empty["batched_qp_solve_p50_us"] is None and empty["batched_qp_solve_share"] == 0.0
+
+
+def test_idle_between_ticks_changes_only_the_timings():
+    """``--idle-ms`` sleeps before each timed part (robot by robot, then step_robots), as a
+    node waits for its next state: the wall time grows by that, the flight does not change."""
+    policy = OnnxPolicy(POLICY)
+    back_to_back = measure(policy, robots=4, steps=10, warmup_ticks=2)
+    start = time.perf_counter()
+    idle = measure(policy, robots=4, steps=10, warmup_ticks=2, idle_s=0.01)
+    assert time.perf_counter() - start >= 10 * 2 * 0.01
+    for key in ("shield_intervention_share", "qp_solve_share", "mean_neighbours",
+                "non_policy_share", "batched_qp_solve_share"):
+        assert idle[key] == back_to_back[key], key
+
+
+def test_idle_ms_out_of_range_is_refused_by_name():
+    with pytest.raises(ConfigError, match="--idle-ms"):
+        run_bench((2,), steps=2, idle_ms=-1.0, progress=False)

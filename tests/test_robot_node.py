@@ -1,6 +1,5 @@
 """robot_node against hostile input, over real Cyclone DDS (loopback only): this test process
 plays the bridge with the project's DDS transport; the robot node is its own process."""
-import math
 import os
 import subprocess
 import sys
@@ -339,41 +338,29 @@ def test_swarm_state_rotations_are_the_per_robot_matrices():
     assert host.robots["cf2"].last_command.mode.value == "policy"
 
 
-def quat_xyzw_from_matrix(rot: np.ndarray) -> np.ndarray:
-    """The one-matrix conversion the bridge used per drone before 2026-12-02 (the reference)."""
-    q_m = np.asarray(rot, dtype=float)
-    tr = q_m[0, 0] + q_m[1, 1] + q_m[2, 2]
-    if tr > 0:
-        s = 2.0 * math.sqrt(tr + 1.0)
-        q = [(q_m[2, 1] - q_m[1, 2]) / s, (q_m[0, 2] - q_m[2, 0]) / s,
-             (q_m[1, 0] - q_m[0, 1]) / s, s / 4]
-    elif q_m[0, 0] > q_m[1, 1] and q_m[0, 0] > q_m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + q_m[0, 0] - q_m[1, 1] - q_m[2, 2])
-        q = [s / 4, (q_m[0, 1] + q_m[1, 0]) / s, (q_m[0, 2] + q_m[2, 0]) / s,
-             (q_m[2, 1] - q_m[1, 2]) / s]
-    elif q_m[1, 1] > q_m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + q_m[1, 1] - q_m[0, 0] - q_m[2, 2])
-        q = [(q_m[0, 1] + q_m[1, 0]) / s, s / 4, (q_m[1, 2] + q_m[2, 1]) / s,
-             (q_m[0, 2] - q_m[2, 0]) / s]
-    else:
-        s = 2.0 * math.sqrt(1.0 + q_m[2, 2] - q_m[0, 0] - q_m[1, 1])
-        q = [(q_m[0, 2] + q_m[2, 0]) / s, (q_m[1, 2] + q_m[2, 1]) / s, s / 4,
-             (q_m[1, 0] - q_m[0, 1]) / s]
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
-
-
-def test_bridge_quaternions_of_all_robots_are_the_per_robot_ones_bit_for_bit():
+def test_bridge_quaternions_are_the_unit_quaternions_of_the_attitudes():
+    """The bridge's per-drone conversion against scipy's (another algorithm): the same
+    rotation to rounding, w >= 0, unit length, back to the matrix through the hosts'
+    conversion; every branch taken; a matrix that is not a rotation gives numbers or NaN,
+    never an exception."""
     from scipy.spatial.transform import Rotation
 
-    rots = Rotation.random(400, random_state=3).as_matrix()
-    special = [np.eye(3), np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]),
-               np.diag([-1.0, -1.0, 1.0]), Rotation.from_euler("x", 179.9, degrees=True)
-               .as_matrix(), np.zeros((3, 3)), np.full((3, 3), np.nan)]
-    every = np.concatenate([rots, np.array(special), 1.01 * rots])  # every branch, unnormalised
-    with np.errstate(all="ignore"):
-        want = np.array([quat_xyzw_from_matrix(r) for r in every])
-        got = m.quats_xyzw_from_matrices(every)
-    assert got.tobytes() == want.tobytes()
+    rots = np.concatenate([Rotation.random(400, random_state=3).as_matrix(),
+                           [np.eye(3), np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]),
+                            np.diag([-1.0, -1.0, 1.0]),
+                            Rotation.from_euler("x", 179.9, degrees=True).as_matrix()]])
+    got = m.quats_xyzw_from_matrices(rots)
+    want = Rotation.from_matrix(rots).as_quat(canonical=True)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+    assert (got[:, 3] >= 0).all()
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=0, atol=4e-16)
+    back = np.array([m.matrix_from_quat_xyzw(q) for q in got])
+    np.testing.assert_allclose(back, rots, rtol=0, atol=2e-15)
+    d = np.diagonal(rots, axis1=1, axis2=2)
+    branch = np.select([d.sum(axis=1) > 0, (d[:, 0] > d[:, 1]) & (d[:, 0] > d[:, 2]),
+                        d[:, 1] > d[:, 2]], [0, 1, 2], 3)
+    assert set(branch.tolist()) == {0, 1, 2, 3}
+    odd = m.quats_xyzw_from_matrices(np.array([np.zeros((3, 3)), np.full((3, 3), np.nan),
+                                               -np.eye(3), 1.01 * rots[0]]))
+    assert odd.shape == (4, 4) and np.isnan(odd[1]).all() and np.isfinite(odd[[0, 3]]).all()
     assert m.quats_xyzw_from_matrices(np.zeros((0, 3, 3))).shape == (0, 4)
