@@ -331,7 +331,7 @@ class RobotHost:
         if trace is not None:
             trace.mark()
         hosted = [i for i in known if names[i] in self.robots]
-        rots = m.matrices_from_quats_xyzw(quat[hosted])  # one pass for all hosted robots
+        rots = m.matrices_from_quats_xyzw(quat[hosted])  # every hosted robot's, at once
         due = []
         for i, rot in zip(hosted, rots):
             robot = self.robots[names[i]]
