@@ -50,7 +50,7 @@ from swarm_rl.runtime.neighbours import NeighbourTable
 from swarm_rl.runtime.policy import OnnxPolicy
 from swarm_rl.runtime.robot import (Command, CommandMode, OwnArrays, OwnState,
                                     RobotController, step_robots)
-from swarm_rl.runtime.shield import CBFShield, ShieldConfig
+from swarm_rl.runtime.shield import CBFShield, ShieldConfig, compile_stacked_pass
 
 log = logging.getLogger(__name__)
 INF = math.inf
@@ -205,6 +205,8 @@ class RobotHost:
                                     params.neighbour_stale_s, params.neighbour_drop_s,
                                     params.neighbour_inflate_mps)
         self.shield_config = self._shield_config()
+        if params.shield and len(names) > 1:  # co-hosted robots share the compiled pass
+            compile_stacked_pass(self.shield_config)
         self.robots: dict[str, HostedRobot] = {}
         for name in names:
             shield = CBFShield(self.shield_config) if params.shield else None

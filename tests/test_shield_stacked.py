@@ -243,3 +243,21 @@ def test_stacked_pass_with_open_geofence_sides_equals_filter(seed):
     shields = [CBFShield(config) for _ in inputs]
     for a, b in zip(filter_many(shields, inputs), [s.filter(i) for s, i in zip(shields, inputs)]):
         _same_output(a, b)
+
+
+def test_compile_stacked_pass_compiles_what_a_host_tick_runs():
+    """A robot host calls compile_stacked_pass before its first tick: the kernel is then
+    compiled for the very types a tick passes it (no compile of seconds inside a tick), and
+    the crowds' outputs are still each robot's own filter's."""
+    from swarm_rl.runtime.shield import compile_stacked_pass
+    from swarm_rl.runtime.shield_kernel import stacked_qp
+
+    compile_stacked_pass(CONFIG)
+    compiled = len(stacked_qp.signatures)
+    assert compiled >= 1
+    for seed in range(3):
+        inputs = _crowd(seed)
+        shields = [CBFShield(CONFIG) for _ in inputs]
+        for got, inp, sh in zip(filter_many(shields, inputs), inputs, shields):
+            _same_output(got, sh.filter(inp))
+    assert len(stacked_qp.signatures) == compiled

@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 
 from swarm_rl.runtime.qp import QPResult, QPStatus, solve_nearest_point, solve_nearest_points
+from swarm_rl.runtime.shield_kernel import stacked_qp
 
 _MIN_GAP_M = 1e-3
 """Floor on |d - D| in the barrier's 1/sqrt term, so rows stay finite at the boundary."""
@@ -397,14 +398,14 @@ def _barrier_rows(dp: np.ndarray, dv: np.ndarray, safety_m: np.ndarray, a_sum: f
 
     Returns (normals n (K, dim), rhs (K,), h (K,)); the row's coefficients are ``-n``.
     """
-    d = np.sqrt(np.einsum("ij,ij->i", dp, dp))
+    d = np.sqrt(_dot_rows(dp, dp))
     coincident = d < _MIN_DIST_M
     n = dp / np.where(coincident, 1.0, d)[:, None]
     if coincident.any():
         n[coincident] = 0.0
         n[coincident, 0] = 1.0
-    v_r = np.einsum("ij,ij->i", n, dv)
-    tangential = np.maximum(np.einsum("ij,ij->i", dv, dv) - v_r * v_r, 0.0)
+    v_r = _dot_rows(n, dv)
+    tangential = np.maximum(_dot_rows(dv, dv) - v_r * v_r, 0.0)
     h, rate_term = _barrier_terms(d - safety_m, v_r, a_sum)
     b_over_d = gamma * h ** 3 + rate_term + tangential / np.maximum(d, _MIN_GAP_M)
     return n, share * b_over_d, h
@@ -440,6 +441,8 @@ class CBFShield:
         lo, hi = c.lower_bounds_m, c.upper_bounds_m
         self._has_lo, self._has_hi = _bound_axes(lo), _bound_axes(hi)
         self._lo, self._hi = lo[self._has_lo], hi[self._has_hi]
+        self._lo_axes = np.flatnonzero(np.isfinite(lo))  # the same axes, for the kernel
+        self._hi_axes = np.flatnonzero(np.isfinite(hi))
 
     # -- gamma ------------------------------------------------------------------------------
     @property
@@ -475,7 +478,7 @@ class CBFShield:
         if inp.gamma is not None or self._gamma is not None:
             return self.gain(inp.gamma, 0)
         dp = inp.neighbour_positions_m - inp.position_m
-        count = int(np.count_nonzero(np.einsum("ij,ij->i", dp, dp)
+        count = int(np.count_nonzero(_dot_rows(dp, dp)
                                      <= self.config.density_radius_m ** 2))
         return self.density_gamma(count)
 
@@ -651,6 +654,18 @@ def filter_batch(shields: Sequence[CBFShield], batch: ShieldBatch) -> list[Shiel
             for k, (out, sh) in enumerate(zip(outs, shields))]
 
 
+def compile_stacked_pass(config: ShieldConfig) -> None:
+    """Compile the stacked pass's kernel (seconds on a fresh install, then loaded from numba's
+    cache in about 0.3 s) by filtering two robots' made-up inputs, so that a robot host pays
+    it before its first tick rather than in it."""
+    shields = [CBFShield(config), CBFShield(config)]
+    batch = ShieldBatch.of_rows(np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]]), np.zeros((2, 3)),
+                                np.array([[0.5, 0.0, 0.0], [-0.5, 0.0, 0.0]]), [1, 1],
+                                np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]),
+                                np.zeros((2, 3)), np.zeros(2))
+    filter_batch(shields, batch)
+
+
 def _stackable(shield: CBFShield, config: ShieldConfig | None) -> bool:
     """``shield`` can share the stacked pass of robots configured by ``config``."""
     return ((shield.config is config or shield.config == config)
@@ -675,9 +690,9 @@ def _filter_stack(c: ShieldConfig, shields: list[CBFShield], batch: ShieldBatch,
 
 
 def _rows(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """``value`` as a float64 array of exactly ``shape``; ValueError naming
-    ``ShieldBatch.<name>``."""
-    arr = np.asarray(value, dtype=np.float64)
+    """``value`` as a C-ordered float64 array of exactly ``shape`` (the layout the compiled
+    stacked pass is compiled for); ValueError naming ``ShieldBatch.<name>``."""
+    arr = np.ascontiguousarray(value, dtype=np.float64)
     if arr.shape != shape:
         raise ValueError(f"ShieldBatch.{name}: expected shape {shape}, got {arr.shape}")
     return arr
@@ -820,20 +835,8 @@ def _screen(c: ShieldConfig, shields: list[CBFShield], batch: ShieldBatch,
     ``batch`` (``gammas``: the inputs' gain overrides); fills ``outs[idx[k]]`` for robot k, by
     the fast path when its nominal acceleration already satisfies them, else by solving its
     slice of the rows (:func:`_solve_stacked`, as ``filter``)."""
-    qp = _stacked_qp(c, shields, batch, gammas)
-    n = len(idx)
-    g_u = _row_dot(qp.g, qp.u_nom[qp.owner])
-    bad_rows = np.bincount(qp.owner[~(qp.rhs - g_u >= 0)], minlength=n)
-    row_nan = np.bincount(qp.owner[~np.isfinite(qp.g).all(axis=1) | np.isnan(qp.rhs)],
-                          minlength=n)
-    well = ((row_nan == 0) & np.isfinite(qp.u_nom).all(axis=1)
-            & ~np.isnan(qp.lb).any(axis=1) & ~np.isnan(qp.ub).any(axis=1))
-    fast = (well & (bad_rows == 0) & (qp.lb <= qp.u_nom).all(axis=1)
-            & (qp.u_nom <= qp.ub).all(axis=1))
-    active = (np.bincount(qp.owner[g_u >= qp.rhs - ROW_TOL], minlength=n)
-              + (qp.u_nom <= qp.lb + ROW_TOL).sum(axis=1)
-              + (qp.u_nom >= qp.ub - ROW_TOL).sum(axis=1))
-    share_us = _us_since(start) / n
+    qp, well, fast, active = _stacked_qp(c, shields, batch, gammas)
+    share_us = _us_since(start) / len(idx)
     v_fast = _clip_v(batch.nominal, c)
     u_fast = qp.u_nom.copy()
     min_h, gamma, active = qp.min_h.tolist(), qp.gamma.tolist(), active.tolist()
@@ -852,35 +855,23 @@ def _screen(c: ShieldConfig, shields: list[CBFShield], batch: ShieldBatch,
 
 
 def _stacked_qp(c: ShieldConfig, shields: list[CBFShield], batch: ShieldBatch,
-                gammas: list[float | None]) -> _StackedQP:
-    """:meth:`CBFShield.build_qp` of every robot of ``batch`` at once (no columns)."""
+                gammas: list[float | None]
+                ) -> tuple[_StackedQP, np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`CBFShield.build_qp` of every robot of ``batch`` at once (no columns), compiled
+    (:func:`~swarm_rl.runtime.shield_kernel.stacked_qp`), with the fast-path screen: the QP,
+    and per robot whether it is well formed (no NaN), whether its nominal acceleration
+    already meets every row and bound, and how many rows and bounds bind there (within
+    ``ROW_TOL``)."""
     ref = shields[0]
-    n = len(shields)
-    pos, vel, owner = batch.pos, batch.vel, batch.owner
-    dp = batch.nb_pos - pos[owner]  # as gamma_for takes it, for the density rule's count
-    near = np.bincount(owner[np.einsum("ij,ij->i", dp, dp) <= c.density_radius_m ** 2],
-                       minlength=n)
-    gamma = np.maximum(c.gamma_min, c.gamma / (1.0 + c.density_slope * near))  # density_gamma
-    for k, (sh, override) in enumerate(zip(shields, gammas)):
-        if override is not None or sh.gamma is not None:
-            gamma[k] = sh.gain(override, 0)
-    normals, rhs, h_rows = _barrier_rows(
-        -dp, vel[owner] - batch.nb_vel, c.safety_distance_m + np.maximum(batch.extra, 0.0),
-        ref._a_sum, c.agent_responsibility, gamma[owner])
-    a_i, k = c.a_max_mps2, c.k_v_per_s
-    u_nom = k * (batch.nominal - vel)
-    ub = np.minimum(a_i, np.maximum(-a_i, k * (c.v_max_mps - vel)))
-    lb = np.maximum(-a_i, np.minimum(a_i, k * (-c.v_max_mps - vel)))
-    has_lo, has_hi = ref._has_lo, ref._has_hi
-    h_lo, rate_lo = _barrier_terms(pos[:, has_lo] - ref._lo, vel[:, has_lo], a_i)
-    h_hi, rate_hi = _barrier_terms(ref._hi - pos[:, has_hi], -vel[:, has_hi], a_i)
-    lb[:, has_lo] = np.maximum(lb[:, has_lo], -(gamma[:, None] * h_lo ** 3 + rate_lo))
-    ub[:, has_hi] = np.minimum(ub[:, has_hi], gamma[:, None] * h_hi ** 3 + rate_hi)
-    min_rows = np.full(n, math.inf)
-    np.minimum.at(min_rows, owner, h_rows)
-    min_h = np.minimum(min_rows, np.min(np.concatenate((h_lo, h_hi), axis=1), axis=1,
-                                        initial=math.inf))
-    return _StackedQP(owner, -normals, rhs, u_nom, lb, ub, gamma, min_h)
+    fixed = np.array([sh.gain(override, 0) if override is not None or sh.gamma is not None
+                      else math.nan for sh, override in zip(shields, gammas)])
+    g, rhs, u_nom, lb, ub, gamma, min_h, well, fast, active = stacked_qp(
+        batch.pos, batch.vel, batch.nominal, batch.owner, batch.nb_pos, batch.nb_vel,
+        batch.extra, fixed, ref._lo, ref._lo_axes, ref._hi, ref._hi_axes,
+        c.safety_distance_m, ref._a_sum, c.agent_responsibility, c.a_max_mps2, c.k_v_per_s,
+        c.v_max_mps, c.gamma, c.gamma_min, c.density_slope, c.density_radius_m, _MIN_GAP_M,
+        _MIN_DIST_M, ROW_TOL)
+    return _StackedQP(batch.owner, g, rhs, u_nom, lb, ub, gamma, min_h), well, fast, active
 
 
 def _solve_stacked(c: ShieldConfig, shields: list[CBFShield], batch: ShieldBatch,
@@ -987,6 +978,16 @@ def _row_dot(g: np.ndarray, u: np.ndarray) -> np.ndarray:
     """(R,) products of rows ``g`` (R, 3) with ``u`` (3,) or per-row (R, 3), written out so
     that one robot's rows give the same bits alone or stacked with other robots' rows."""
     return g[:, 0] * u[..., 0] + g[:, 1] * u[..., 1] + g[:, 2] * u[..., 2]
+
+
+def _dot_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(K,) dot products of the rows of ``a`` and ``b`` (K, dim), summed in axis order: the
+    order the compiled stacked pass (:mod:`swarm_rl.runtime.shield_kernel`) sums in, so that
+    both give the same bits (``np.einsum`` pairs the terms as its SIMD width suits)."""
+    out = a[:, 0] * b[:, 0]
+    for k in range(1, a.shape[1]):
+        out = out + a[:, k] * b[:, k]
+    return out
 
 
 def _clip_v(v: np.ndarray, config: ShieldConfig) -> np.ndarray:
