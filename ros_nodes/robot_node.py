@@ -49,8 +49,8 @@ from ros_nodes.transport import (SWARM_STATE_TOPIC, QosKind, Transport, check_ro
 from swarm_rl.runtime.neighbours import NeighbourTable
 from swarm_rl.runtime.policy import OnnxPolicy
 from swarm_rl.runtime.robot import (Command, CommandMode, OwnArrays, OwnState,
-                                    RobotController, step_robots)
-from swarm_rl.runtime.shield import CBFShield, ShieldConfig, compile_stacked_pass
+                                    RobotController, compile_kernels, step_robots)
+from swarm_rl.runtime.shield import CBFShield, ShieldConfig
 
 log = logging.getLogger(__name__)
 INF = math.inf
@@ -205,8 +205,8 @@ class RobotHost:
                                     params.neighbour_stale_s, params.neighbour_drop_s,
                                     params.neighbour_inflate_mps)
         self.shield_config = self._shield_config()
-        if params.shield and len(names) > 1:  # co-hosted robots share the compiled pass
-            compile_stacked_pass(self.shield_config)
+        if len(names) > 1:  # co-hosted robots step together, through compiled passes
+            compile_kernels(self.shield_config if params.shield else None)
         self.robots: dict[str, HostedRobot] = {}
         for name in names:
             shield = CBFShield(self.shield_config) if params.shield else None

@@ -128,3 +128,25 @@ def test_robots_of_two_tables_get_the_commands_of_one_shared_table():
     mixed = step_robots(first[:6] + second[6:], now, owns, goals)
     _same_commands(mixed, step_robots(make(), now, owns, goals))
     assert any(c.diagnostics.shield_intervened for c in mixed)
+
+
+def test_compile_kernels_compiles_what_a_host_tick_runs():
+    """A robot host calls compile_kernels before its first tick: the own-state screen and
+    the shield's stacked pass are then compiled for the very types a tick passes them, with
+    its own states stacked as a host hands them over or built from the OwnStates (a compile
+    takes seconds: inside a real-time tick, every robot would fall back on the watchdog)."""
+    from swarm_rl.runtime.own_state_kernel import own_states_pass
+    from swarm_rl.runtime.robot import compile_kernels
+    from swarm_rl.runtime.shield_kernel import stacked_qp
+
+    compile_kernels(ShieldConfig(safety_distance_m=0.4))
+    compiled = (len(own_states_pass.signatures), len(stacked_qp.signatures))
+    assert min(compiled) >= 1
+    controllers, owns, goals, now = _crowd(0)
+    rows = tuple(np.array([getattr(o, key) for o in owns])
+                 for key in ("pos_m", "vel_mps", "rot", "omega_rad_s"))
+    strided = tuple(np.repeat(a, 2, axis=0)[::2] for a in rows)  # views, not C-ordered
+    for own_arrays in (None, rows, strided):
+        commands = step_robots(controllers(), now, owns, goals, own_arrays=own_arrays)
+        assert sum(c.mode is CommandMode.POLICY for c in commands) >= len(owns) - 1
+    assert (len(own_states_pass.signatures), len(stacked_qp.signatures)) == compiled
