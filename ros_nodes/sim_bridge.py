@@ -401,8 +401,10 @@ class SimBridge:
             out.mkdir(parents=True, exist_ok=True)
             files.write_json(out / REPORT_FILE, self.report())
             with files.atomic_open(out / TRAJECTORY_FILE, "wb") as f:
-                np.savez(f, positions_m=np.array(self.positions), goals_m=np.array(self.goals),
-                         dt_s=self.dt_s, names=np.array(self.names))
+                shape = (-1, len(self.names), 3)  # (0, N, 3) when stopped before the first tick
+                np.savez(f, positions_m=np.array(self.positions).reshape(shape),
+                         goals_m=np.array(self.goals).reshape(shape), dt_s=self.dt_s,
+                         names=np.array(self.names))
         self.env.close()
 
 

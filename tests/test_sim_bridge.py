@@ -2,6 +2,7 @@
 land / takeoff, and commands that are not finite. This test process is the operator."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -249,3 +250,23 @@ def test_bridge_compiles_before_its_clock_starts_and_flies_as_a_fresh_world(back
     finally:
         bridge.env.close()
         fresh.close()
+
+
+def test_a_flight_stopped_before_its_first_tick_still_reports(tmp_path):
+    """Ctrl-C while the bridge still holds t = 0 (robot processes slow to start): the bridge's
+    trajectories are (0, N, 3), and the launcher's summary and plot step are written from
+    them instead of failing on a shapeless empty array."""
+    from ros_nodes.launcher import LaunchConfig, summarise, write_report
+    from ros_nodes.params import build_params
+    from ros_nodes.sim_bridge import SimBridge, SimBridgeParams
+
+    params = build_params(SimBridgeParams, {"drones": 3, "scenario": "hover",
+                                            "report_dir": str(tmp_path)}, "sim_bridge")
+    bridge = SimBridge(FakeTransport(), params)
+    bridge.shutdown()
+    report, positions = bridge_outputs(tmp_path)
+    assert positions.shape == (0, 3, 3) and report["ticks"] == 0
+    summary = summarise(LaunchConfig(out=str(tmp_path)), report, {}, True, {"sim_bridge": 0})
+    write_report(tmp_path, summary)
+    assert json.loads((tmp_path / "summary.json").read_text())["interrupted"] is True
+    assert re.search(r"\| simulated time \(s\) +\| 0\.0 \|", (tmp_path / "summary.md").read_text())
