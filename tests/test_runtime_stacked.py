@@ -137,10 +137,11 @@ def test_compile_kernels_compiles_what_a_host_tick_runs():
     takes seconds: inside a real-time tick, every robot would fall back on the watchdog)."""
     from swarm_rl.runtime.own_state_kernel import own_states_pass
     from swarm_rl.runtime.robot import compile_kernels
-    from swarm_rl.runtime.shield_kernel import stacked_qp
+    from swarm_rl.runtime.shield_kernel import check_solutions, prune_rows, stacked_qp
 
     compile_kernels(ShieldConfig(safety_distance_m=0.4))
-    compiled = (len(own_states_pass.signatures), len(stacked_qp.signatures))
+    kernels = (own_states_pass, stacked_qp, prune_rows, check_solutions)
+    compiled = [len(k.signatures) for k in kernels]
     assert min(compiled) >= 1
     controllers, owns, goals, now = _crowd(0)
     rows = tuple(np.array([getattr(o, key) for o in owns])
@@ -149,4 +150,4 @@ def test_compile_kernels_compiles_what_a_host_tick_runs():
     for own_arrays in (None, rows, strided):
         commands = step_robots(controllers(), now, owns, goals, own_arrays=own_arrays)
         assert sum(c.mode is CommandMode.POLICY for c in commands) >= len(owns) - 1
-    assert (len(own_states_pass.signatures), len(stacked_qp.signatures)) == compiled
+    assert [len(k.signatures) for k in kernels] == compiled

@@ -145,3 +145,83 @@ def stacked_qp(pos, vel, nominal, owner, nb_pos, nb_vel, extra, fixed_gamma,  # 
                 active[i] += 1
         fast[i] = fast[i] and well[i]
     return g, rhs, u_nom, lb, ub, gamma, min_h, well, fast, active
+
+
+@numba.njit(cache=True)
+def prune_rows(solve, owner, g, rhs, lb, ub):
+    """The rows of the robots ``solve`` (S,) (increasing) that can bind somewhere in their
+    box: ``shield._reach`` of a row above its bound. ``owner`` (R,), ``g`` (R, 3), ``rhs``
+    (R,) are every robot's rows, ``lb``, ``ub`` (n, 3) every robot's box.
+
+    Returns the solving robots' rows ``sel_g`` (Rs, 3), ``sel_rhs`` (Rs,), ``sel_own`` (Rs,)
+    (the row's index into ``solve``), which of them are ``kept`` (Rs,), and ``rows`` (S,),
+    each robot's kept rows."""
+    member = np.full(lb.shape[0], -1, np.int64)
+    for s in range(solve.shape[0]):
+        member[solve[s]] = s
+    count = 0
+    for r in range(owner.shape[0]):
+        if member[owner[r]] >= 0:
+            count += 1
+    sel_g = np.empty((count, 3))
+    sel_rhs = np.empty(count)
+    sel_own = np.empty(count, np.int64)
+    kept = np.empty(count, np.bool_)
+    rows = np.zeros(solve.shape[0], np.int64)
+    j = 0
+    for r in range(owner.shape[0]):
+        s = member[owner[r]]
+        if s < 0:
+            continue
+        i = solve[s]
+        reach = 0.0
+        for k in range(3):
+            sel_g[j, k] = g[r, k]
+            corner = _max(g[r, k] * lb[i, k], g[r, k] * ub[i, k])
+            reach = corner if k == 0 else reach + corner
+        sel_rhs[j] = rhs[r]
+        sel_own[j] = s
+        kept[j] = not (reach <= rhs[r])
+        if kept[j]:
+            rows[s] += 1
+        j += 1
+    return sel_g, sel_rhs, sel_own, kept, rows
+
+
+@numba.njit(cache=True)
+def check_solutions(x, lb, ub, g, rhs, own, vel, nominal, k_v, v_max, row_tol):
+    """The solving stage's checks for S solutions ``x`` (S, 3) of boxes ``lb``, ``ub`` (S, 3)
+    and rows ``g`` (Rs, 3), ``rhs`` (Rs,) of robot ``own`` (Rs,) (all their rows, pruned or
+    not): ``u`` = x clipped to the box, the ``worst`` violation of a bound or row at u (>= 0),
+    the ``active`` rows and bounds (within ``row_tol``), the setpoint ``v_sp`` = vel + u / k_v
+    clipped to +-v_max (``vel``, ``nominal`` (S, 3) m/s), and whether it ``intervened``
+    (differs from the nominal by more than 1e-9 m/s on an axis)."""
+    s_count = x.shape[0]
+    u = np.empty((s_count, 3))
+    v_sp = np.empty((s_count, 3))
+    worst = np.empty(s_count)
+    active = np.zeros(s_count, np.int64)
+    intervened = np.zeros(s_count, np.bool_)
+    for s in range(s_count):
+        below = -np.inf
+        above = -np.inf
+        for k in range(3):
+            u[s, k] = _min(_max(x[s, k], lb[s, k]), ub[s, k])
+            below = _max(below, lb[s, k] - u[s, k]) if k else lb[s, k] - u[s, k]
+            above = _max(above, u[s, k] - ub[s, k]) if k else u[s, k] - ub[s, k]
+            if u[s, k] <= lb[s, k] + row_tol:
+                active[s] += 1
+            if u[s, k] >= ub[s, k] - row_tol:
+                active[s] += 1
+            v = vel[s, k] + u[s, k] / k_v
+            v_sp[s, k] = _min(_max(v, -v_max), v_max)
+            if abs(v_sp[s, k] - nominal[s, k]) > 1e-9:
+                intervened[s] = True
+        worst[s] = _max(_max(below, above), 0.0)
+    for r in range(own.shape[0]):
+        s = own[r]
+        g_u = g[r, 0] * u[s, 0] + g[r, 1] * u[s, 1] + g[r, 2] * u[s, 2]
+        worst[s] = _max(worst[s], g_u - rhs[r])
+        if g_u >= rhs[r] - row_tol:
+            active[s] += 1
+    return u, worst, active, v_sp, intervened
