@@ -257,9 +257,6 @@ class DdsTransport:
         self._writers.append(pub)
         return pub
 
-    takes_decoders = True
-    """``create_subscription`` takes ``decode`` (not part of the Transport interface)."""
-
     def create_subscription(self, msg_type: type[T], topic: str,
                             callback: Callable[[T], None], qos: QosKind,
                             decode: Callable[[bytes], Any] | None = None) -> _Subscription:

@@ -118,7 +118,9 @@ class RclpyTransport:
                                                      qos_profile(qos)))
 
     def create_subscription(self, msg_type: type, topic: str, callback: Callable[[Any], None],
-                            qos: QosKind) -> Any:
+                            qos: QosKind, decode: Callable[[bytes], Any] | None = None) -> Any:
+        """``decode`` is ignored: rclpy hands over message objects, which the callbacks of
+        the Transport contract also take."""
         return self.node.create_subscription(
             ros_class(msg_type), topic, lambda ros_msg: callback(from_ros(ros_msg, msg_type)),
             qos_profile(qos))

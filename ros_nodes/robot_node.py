@@ -234,10 +234,9 @@ class RobotHost:
                                           self._gamma_callback(name), QosKind.COMMAND)
         self.swarm = frozenset(swarm)
         if params.neighbour_source == "swarm_state":
-            arrays = ({"decode": m.swarm_state_arrays}
-                      if getattr(transport, "takes_decoders", False) else {})
             transport.create_subscription(m.MultiDOFJointState, SWARM_STATE_TOPIC,
-                                          self.on_swarm_state, QosKind.SENSOR, **arrays)
+                                          self.on_swarm_state, QosKind.SENSOR,
+                                          decode=m.swarm_state_arrays)
         else:
             for name in swarm:
                 transport.create_subscription(m.Odometry, robot_topic(name, "odom"),

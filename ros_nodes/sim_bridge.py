@@ -153,12 +153,11 @@ class SimBridge:
         self._clock = transport.create_publisher(m.Clock, "/clock", QosKind.SENSOR)
         self._swarm_state = transport.create_publisher(m.MultiDOFJointState, SWARM_STATE_TOPIC,
                                                        QosKind.SENSOR)
-        numbers = ({"decode": m.twist_numbers}
-                   if getattr(transport, "takes_decoders", False) else {})
         for i, name in enumerate(self.names):
             transport.create_subscription(m.TwistStamped,
                                           robot_topic(name, "cmd_velocity_world"),
-                                          self._command_callback(i), QosKind.COMMAND, **numbers)
+                                          self._command_callback(i), QosKind.COMMAND,
+                                          decode=m.twist_numbers)
             for leaf, action in (("land", self._land), ("takeoff", self._takeoff),
                                  ("emergency", self._emergency)):
                 transport.create_subscription(m.Empty, robot_topic(name, leaf),

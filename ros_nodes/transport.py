@@ -53,7 +53,13 @@ class Transport(Protocol):
         ...
 
     def create_subscription(self, msg_type: type[T], topic: str,
-                            callback: Callable[[T], None], qos: QosKind) -> Any:
+                            callback: Callable[[T], None], qos: QosKind,
+                            decode: Callable[[bytes], Any] | None = None) -> Any:
+        """``decode``: a decoder of a sample's plain-CDR bytes into what ``callback`` gets
+        instead of a ``msg_type`` object (e.g. :func:`ros_nodes.messages.swarm_state_arrays`),
+        for a transport that sees the bytes (Cyclone DDS). A transport that does not (rclpy)
+        ignores it and hands over the message object, so a callback given a decoder takes
+        both forms."""
         ...
 
     def create_timer(self, period_s: float, callback: Callable[[], None]) -> Any:

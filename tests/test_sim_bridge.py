@@ -142,14 +142,15 @@ class FakeTransport:
     command callbacks directly (no DDS)."""
 
     def __init__(self, decoders=False):
-        self.takes_decoders = decoders
+        self.decoders = decoders
+        """Use the subscriptions' decoders, as DDS does; else ignore them, as rclpy does."""
         self.callbacks = {}
 
     def create_publisher(self, *args):
         return Quiet()
 
     def create_subscription(self, msg_type, topic, callback, qos, decode=None):
-        self.callbacks[topic] = (callback, decode)
+        self.callbacks[topic] = (callback, decode if self.decoders else None)
 
     def create_timer(self, *args):
         return None
