@@ -15,7 +15,7 @@ from swarm_rl.mrta.evaluate import Method, chooser_allocator, run_method
 from swarm_rl.mrta.export import export_task_policy
 from swarm_rl.mrta.onnx_policy import TaskPolicy
 from swarm_rl.mrta.train import MRTATrainer
-from swarm_rl.train.checkpoint import save_checkpoint
+from swarm_rl.train.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,6 +118,7 @@ def test_deploy_side_imports_neither_torch_nor_pybullet():
 
 
 @pytest.mark.parametrize("name", ["mrta_paper", "mrta_paper_respawn", "mrta_paper_dagger",
+                                  "mrta_paper_respawn128", "mrta_paper_respawn128_ft",
                                   "mrta_room_8_v1", "mrta_room_8"])
 def test_shipped_init_file_holds_the_shipped_policy(tmp_path, name):
     """A shipped ``policies/NAME.init.pt`` (what fine-tuning presets start from) exports to a
@@ -129,3 +130,13 @@ def test_shipped_init_file_holds_the_shipped_policy(tmp_path, name):
     obs = np.random.default_rng(0).random((4096, ours.layout.dim)).astype(np.float32)
     obs[:, ours.layout.slices["action_mask"]] = 1.0
     np.testing.assert_array_equal(ours(obs), shipped(obs))
+
+
+@pytest.mark.parametrize("preset", ["mrta_paper_respawn", "mrta_paper_respawn128_ft"])
+def test_fine_tuning_preset_starts_from_a_shipped_file(preset):
+    """A fine-tuning preset names a shipped ``init`` file whose network fits the preset."""
+    cfg = load_mrta_preset(preset)
+    assert cfg.init and (REPO / cfg.init).is_file()
+    src = load_checkpoint(REPO / cfg.init)["config"]
+    assert src["model"]["hidden"] == cfg.model.hidden
+    assert src["env"]["obs_layout"] == cfg.env.obs_layout
