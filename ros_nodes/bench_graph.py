@@ -46,7 +46,8 @@ def measure(robots: int, processes: int, rate_hz: int, seconds: float, domain_id
     answered = s["ticks_answered_share"] or 0.0  # flight ticks answered in time, bridge-side
     period_ms = 1e3 / rate_hz
     realtime = (s["real_time_factor"] is not None and s["real_time_factor"] >= 0.98
-                and answered >= 0.99 and s["latency_p99_ms"] < period_ms
+                and answered >= 0.99 and s["latency_p99_ms"] is not None
+                and s["latency_p99_ms"] < period_ms
                 and s["watchdog_hover"] == 0)
     return {"robots": robots, "processes": -(-robots // per), "rate_hz": rate_hz,
             "latency_p50_ms": s["latency_p50_ms"], "latency_p99_ms": s["latency_p99_ms"],
@@ -79,8 +80,8 @@ def format_table(report: dict[str, Any]) -> str:
     head = ("robots", "processes", "rate Hz", "latency p50 ms", "p99 ms", "sim RTF",
             "ticks answered", "watchdog", "real time")
     body = [(str(r["robots"]), str(r["processes"]), str(r["rate_hz"]),
-             f"{r['latency_p50_ms']:.2f}", f"{r['latency_p99_ms']:.2f}",
-             f"{r['real_time_factor']:.3f}", f"{r['ticks_answered']:.1%}",
+             _number(r["latency_p50_ms"], "{:.2f}"), _number(r["latency_p99_ms"], "{:.2f}"),
+             _number(r["real_time_factor"], "{:.3f}"), f"{r['ticks_answered']:.1%}",
              str(r["watchdog_hover"]), "yes" if r["real_time"] else "no")
             for r in report["rows"]]
     lines = aligned_table(head, body)
@@ -90,3 +91,8 @@ def format_table(report: dict[str, Any]) -> str:
                  + (f"nodes under SCHED_FIFO {report['realtime_priority']})"
                     if report.get("realtime_priority") else "default scheduler)"))
     return "\n".join(lines)
+
+
+def _number(value: float | None, pattern: str) -> str:
+    """``pattern`` of ``value``, or "-" for a figure a run did not produce (no tick flown)."""
+    return "-" if value is None else pattern.format(value)

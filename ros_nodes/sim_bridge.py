@@ -373,17 +373,19 @@ class SimBridge:
     # --- report ------------------------------------------------------------------------------
 
     def report(self) -> dict:
-        summary = {k: float(v[0]) for k, v in self.env.metrics.summary().items()}
-        lat = np.array(self.latencies_ms) if self.latencies_ms else np.full(1, np.nan)
+        # no tick flown (stopped while holding t = 0): no episode metrics, no latencies
+        summary = {k: float(v[0]) if self.steps else None
+                   for k, v in self.env.metrics.summary().items()}
+        lat = np.array(self.latencies_ms) if self.latencies_ms else None
         return {
             "drones": len(self.names), "scenario": self.cfg.scenario,
             "backend": self.params.backend, "seed": self.params.seed,
             "sim_seconds": self.t_s, "wall_seconds": getattr(self, "wall_s", None),
             "real_time_factor": self.t_s / self.wall_s if getattr(self, "wall_s", 0) else None,
             **summary,
-            "latency_p50_ms": float(np.nanpercentile(lat, 50)),
-            "latency_p99_ms": float(np.nanpercentile(lat, 99)),
-            "latency_samples": int(np.isfinite(lat).sum()),
+            "latency_p50_ms": None if lat is None else float(np.nanpercentile(lat, 50)),
+            "latency_p99_ms": None if lat is None else float(np.nanpercentile(lat, 99)),
+            "latency_samples": 0 if lat is None else int(np.isfinite(lat).sum()),
             "commands": self.commands.tolist(), "bad_commands": self.bad_commands.tolist(),
             "ticks": self.steps, "ticks_answered": self.ticks_answered.tolist(),
             "watchdog_hover": self.watchdog_events["hover"].tolist(),

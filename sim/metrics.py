@@ -60,7 +60,13 @@ class EpisodeMetrics:
         self.min_separation_m = np.minimum(self.min_separation_m, nearest_m.min(axis=1))
 
     def summary(self) -> dict[str, np.ndarray]:
-        """Per-environment values (E,) for the episode so far."""
+        """Per-environment values (E,) for the episode so far (all NaN before its first
+        step, when none is defined)."""
+        if not self.steps:
+            keys = ("success_rate", "collisions_per_drone_minute", "crash_rate",
+                    "min_separation_m", "final_distance_m",
+                    *(f"distance_last_{w}s_m" for w in WINDOWS_S), SETTLED_RMS_KEY)
+            return {key: np.full(self.min_separation_m.shape[0], np.nan) for key in keys}
         final = self.dist[(self.steps - 1) % self.history]
         success = (final < self.success_radius_m) & ~self.touched_after_grace
         minutes = max(self.t_s, self.dt_s) / 60.0

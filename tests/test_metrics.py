@@ -176,3 +176,20 @@ def test_rewards_by_hand():
         np.testing.assert_allclose(terms[name][0], value, atol=1e-15, err_msg=name)
     np.testing.assert_allclose(terms["total"][0], np.sum(list(expected.values()), axis=0))
 
+
+
+@pytest.mark.filterwarnings("error")
+def test_summary_before_the_first_step_is_all_nan_with_the_same_keys():
+    """A flight stopped before its first tick (the sim bridge holding t = 0) still reports:
+    every figure undefined, no numpy warning about means of nothing."""
+    from sim.config import load_config
+    from sim.swarm_env import SwarmVecEnv
+
+    env = SwarmVecEnv(load_config("config/scenarios/swap_goals_8.yaml"), num_envs=2)
+    env.reset(seed=0)
+    before = env.metrics.summary()
+    env.step(env.hover_action())
+    after = env.metrics.summary()
+    assert before.keys() == after.keys()
+    assert all(v.shape == (2,) and np.isnan(v).all() for v in before.values())
+    assert np.isfinite(after["min_separation_m"]).all()

@@ -253,10 +253,12 @@ def test_bridge_compiles_before_its_clock_starts_and_flies_as_a_fresh_world(back
         fresh.close()
 
 
+@pytest.mark.filterwarnings("error")
 def test_a_flight_stopped_before_its_first_tick_still_reports(tmp_path):
     """Ctrl-C while the bridge still holds t = 0 (robot processes slow to start): the bridge's
-    trajectories are (0, N, 3), and the launcher's summary and plot step are written from
-    them instead of failing on a shapeless empty array."""
+    trajectories are (0, N, 3), its episode metrics and latencies None (no NaN of empty
+    means), and the launcher's summary and plot step are written from them instead of
+    failing on a shapeless empty array."""
     from ros_nodes.launcher import LaunchConfig, summarise, write_report
     from ros_nodes.params import build_params
     from ros_nodes.sim_bridge import SimBridge, SimBridgeParams
@@ -267,6 +269,7 @@ def test_a_flight_stopped_before_its_first_tick_still_reports(tmp_path):
     bridge.shutdown()
     report, positions = bridge_outputs(tmp_path)
     assert positions.shape == (0, 3, 3) and report["ticks"] == 0
+    assert report["success_rate"] is None and report["latency_p99_ms"] is None
     summary = summarise(LaunchConfig(out=str(tmp_path)), report, {}, True, {"sim_bridge": 0})
     write_report(tmp_path, summary)
     assert json.loads((tmp_path / "summary.json").read_text())["interrupted"] is True
