@@ -1,18 +1,21 @@
 """Imitation warm start of the task policy (swarm_rl/mrta/imitate.py): labels are the market's
 choices in observation slots, and a few rollouts of cloning (teacher, then DAgger) bring the
 policy close to the market's return, far above its untrained start; a run resumed mid-way
-goes on with the rollouts it has not cloned yet."""
+goes on with the rollouts it has not cloned yet. During PPO the market can stay on as a
+teacher: a cross-entropy term on its choices, restricted to the task levels asked for, pulls
+the policy towards the market on exactly those states."""
 import json
 
 import numpy as np
 import pytest
 
 from sim.mrta.allocators import market_targets
+from sim.errors import ConfigError
 from sim.mrta.config import MRTAConfig
 from sim.mrta.env import MRTAVecEnv
 from swarm_rl.mrta.config import load_mrta_preset
 from swarm_rl.mrta.evaluate import Method, market_allocator, run_method
-from swarm_rl.mrta.imitate import market_labels
+from swarm_rl.mrta.imitate import market_labels, rollout_labels
 from swarm_rl.mrta.train import MRTATrainer
 from tests.test_mrta_policy import mean_return, torch_chooser
 
@@ -79,3 +82,56 @@ def test_a_resumed_run_clones_only_the_rollouts_left(cloned, tmp_path):
     rows = (tmp_path / "imitation.jsonl").read_text().splitlines()
     assert [json.loads(r)["rollout"] for r in rows] == [1, 2, 3]
     assert resumed.update_index == 1  # then PPO (640 decisions: one update)
+
+
+def test_rollout_labels_keep_the_market_choices_of_the_levels_asked_for():
+    cfg = load_mrta_preset("mrta_small", ["env.obs_layout=4"]).env
+    env = MRTAVecEnv(cfg, 6, seed=3)
+    env.reset()
+    for _ in range(5):
+        env.step(np.full((6, cfg.num_robots), cfg.task_slots))  # explore: the tasks stay
+    t = env.tasks
+    teacher = market_targets(env.robot_xy, env.target, t.xy, t.level, t.active, cfg)
+    slot, ok = market_labels(env.last_obs, teacher)
+    level = np.where(teacher >= 0, np.take_along_axis(t.level, np.maximum(teacher, 0), 1), 0)
+    everything, every_kept = rollout_labels(env, [0, 1, 2, 3])
+    assert np.array_equal(everything, slot.reshape(-1))
+    assert np.array_equal(every_kept, ok.reshape(-1))
+    labels, kept = rollout_labels(env, [3])
+    assert np.array_equal(labels, slot.reshape(-1))
+    assert np.array_equal(kept, (ok & (level == 3)).reshape(-1))
+    assert 0 < kept.sum() < every_kept.sum(), "the case must hold level-3 and other choices"
+    _, none_kept = rollout_labels(env, [0])
+    assert np.array_equal(none_kept, (ok & (teacher < 0)).reshape(-1))
+
+
+def test_the_cloning_term_in_ppo_pulls_the_policy_to_the_market_on_its_levels(tmp_path):
+    """Fresh weights, four PPO updates on mrta_small: with a strong cloning term on the
+    level-3 choices the policy's agreement with the market there climbs far above chance
+    (measured 0.78 in the first update, 1.00 in the last) and above the same run's with a
+    negligible term (0.19 -> 0.53, PPO alone finding some of the market's choices)."""
+    def accuracy(coef: float, out) -> list[float]:
+        cfg = load_mrta_preset("mrta_small", [
+            "env.obs_layout=4", "total_steps=10240", f"imitate.ppo_coef={coef}",
+            "imitate.ppo_levels=[3]", "ppo.lr=3e-3"])
+        trainer = MRTATrainer(cfg, out)
+        trainer.train(progress_bar=False)
+        rows = [json.loads(r) for r in (out / "progress.jsonl").read_text().splitlines()]
+        assert all(0.0 < r["clone_share"] < 0.9 for r in rows), [r["clone_share"] for r in rows]
+        return [r["clone_accuracy"] for r in rows]
+
+    cloned_acc = accuracy(5.0, tmp_path / "clone")
+    weak_acc = accuracy(1e-6, tmp_path / "weak")
+    assert len(cloned_acc) == 4
+    assert cloned_acc[-1] > 0.9, cloned_acc  # chance: about 1 in 5 legal slots
+    assert cloned_acc[-1] > weak_acc[-1] + 0.2, (cloned_acc, weak_acc)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("imitate.ppo_coef=-1", "imitate.ppo_coef: must be >= 0"),
+    ("imitate.ppo_levels=[4]", "imitate.ppo_levels: must be a non-empty list"),
+    ("imitate.ppo_levels=[]", "imitate.ppo_levels: must be a non-empty list"),
+])
+def test_cloning_term_settings_are_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_mrta_preset("mrta_small", [override])

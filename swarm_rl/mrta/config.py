@@ -11,7 +11,7 @@ from typing import Any
 
 from sim.config import build_dataclass
 from sim.errors import ConfigError
-from sim.mrta.config import MRTAConfig, load_mrta_env, read_preset
+from sim.mrta.config import LEVELS, MRTAConfig, load_mrta_env, read_preset
 from swarm_rl.mrta.imitate import ImitationConfig
 from swarm_rl.mrta.model import MRTAModelConfig
 from swarm_rl.train.config import PPOConfig, _merge, parse_overrides
@@ -91,6 +91,12 @@ class MRTATrainConfig:
                 raise ConfigError(f"{name}: must be > 0, got {value}")
         if self.imitate.updates < 0:
             raise ConfigError(f"imitate.updates: must be >= 0, got {self.imitate.updates}")
+        if not self.imitate.ppo_coef >= 0:
+            raise ConfigError(f"imitate.ppo_coef: must be >= 0, got {self.imitate.ppo_coef}")
+        levels = self.imitate.ppo_levels
+        if not levels or not set(levels) <= set(range(LEVELS + 1)):
+            raise ConfigError(f"imitate.ppo_levels: must be a non-empty list of task levels "
+                              f"0..{LEVELS} (0: no task), got {levels}")
         if not self.redundancy_shaping >= 0:
             raise ConfigError(f"redundancy_shaping: must be >= 0, got "
                               f"{self.redundancy_shaping}")

@@ -22,10 +22,18 @@ target outside the robot's observation slots (a task it does not know) gives no 
 layout 4 and revision the market only assigns tasks that the robot or a neighbour in radio
 range sees, so this is rare (counted as ``unknown_share``). The critic regresses the
 discounted team return of the demonstrations (episodes end inside a rollout).
+
+The market can also stay on as a teacher during PPO (``imitate.ppo_coef`` > 0): every state
+of PPO's own rollouts is labelled with the market's choice (:func:`rollout_labels`) and a
+cross-entropy term on those labels joins the PPO loss (as DAPG, Rajeswaran et al. 2018, adds
+its demonstrations' likelihood to the policy gradient). ``imitate.ppo_levels`` restricts it
+to the states where the market sends the robot to a task of those levels, e.g. only level-3
+coalitions, the one thing the market still does better than the policies trained with PPO
+(``policies/mrta_paper_respawn128_ft.md``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,6 +56,12 @@ class ImitationConfig:
     teacher_rollouts: int = 1
     """The first rollouts are flown by the market (teacher forcing); the later ones by the
     policy being trained, the market labelling the states it visits (DAgger)."""
+    ppo_coef: float = 0.0
+    """Weight of the cross-entropy on the market's choices added to every PPO minibatch loss
+    (on the final-round states of PPO's own rollouts); 0: PPO alone."""
+    ppo_levels: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    """Which of the market's choices that term clones, by the level of the task it assigns
+    (0: the market leaves the robot without a task)."""
 
 
 @dataclass
@@ -80,6 +94,24 @@ def market_labels(obs: MRTAObservation, targets: np.ndarray) -> tuple[np.ndarray
     found = hit.any(-1) | (targets < 0)
     legal = np.take_along_axis(obs.action_mask, slot[..., None], axis=-1)[..., 0]
     return slot, found & legal
+
+
+def rollout_labels(env, levels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The market's choices for the state every environment of ``env`` is in now, on each
+    robot's latest observation (after its negotiation rounds): observation-slot labels
+    (E N,) and which count (E N,) bool: usable (:func:`market_labels`) and assigning a task
+    of one of ``levels`` (0: no task)."""
+    slots, keep = [], []
+    for part in _parts(env):
+        t = part.tasks
+        teacher = market_targets(part.robot_xy, part.target, t.xy, t.level, t.active,
+                                 part.cfg)
+        slot, ok = market_labels(part.last_obs, teacher)
+        level = np.where(teacher >= 0,
+                         np.take_along_axis(t.level, np.maximum(teacher, 0), axis=1), 0)
+        slots.append(slot.reshape(-1))
+        keep.append((ok & np.isin(level, levels)).reshape(-1))
+    return np.concatenate(slots), np.concatenate(keep)
 
 
 def _parts(env) -> list[MRTAVecEnv]:

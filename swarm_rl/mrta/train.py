@@ -115,6 +115,10 @@ class Rollout:
     values: list[torch.Tensor] = field(default_factory=list)
     rewards: list[torch.Tensor] = field(default_factory=list)
     dones: list[torch.Tensor] = field(default_factory=list)
+    clone_labels: list[torch.Tensor] = field(default_factory=list)
+    """The market's choices (observation slots), with ``imitate.ppo_coef`` > 0."""
+    clone_weights: list[torch.Tensor] = field(default_factory=list)
+    """1 where that label is cloned (usable, of ``imitate.ppo_levels``), else 0."""
     next_value: torch.Tensor | None = None
 
 
@@ -224,6 +228,10 @@ class MRTATrainer:
             action = masked_sample(logits, self.gen)
             logp = torch.log_softmax(logits, -1).gather(1, action[:, None])[:, 0]
             value = self._value(obs, robots, tasks, mask)
+            if self.cfg.imitate.ppo_coef:
+                labels, keep = imitation.rollout_labels(env, self.cfg.imitate.ppo_levels)
+                ro.clone_labels.append(torch.from_numpy(labels))
+                ro.clone_weights.append(torch.from_numpy(keep.astype(np.float32)))
             phi = self._potential()
             result = env.step(action.reshape(e, n).numpy())
             reward = np.repeat(result.reward, n)
@@ -257,13 +265,17 @@ class MRTATrainer:
         obs, robots = torch.cat(ro.obs), torch.cat(ro.robots)
         tasks, task_mask = torch.cat(ro.tasks), torch.cat(ro.task_mask)
         actions, old_logp = torch.cat(ro.actions), torch.cat(ro.logp)
+        clone_coef = self.cfg.imitate.ppo_coef
+        if clone_coef:
+            clone_labels, clone_w = torch.cat(ro.clone_labels), torch.cat(ro.clone_weights)
         self.value_norm.update(returns[:, None])
         v_mean, v_std = self.value_norm.mean, torch.sqrt(self.value_norm.var + 1e-8)
         target = (returns - v_mean) / v_std
         total = obs.shape[0]
         params = list(self.actor.parameters()) + list(self.critic.parameters())
-        stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "entropy",
-                                                          "approx_kl", "clipfrac")}
+        keys = ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac") + (
+            ("clone_ce", "clone_accuracy") if clone_coef else ())
+        stats: dict[str, list[float]] = {k: [] for k in keys}
         for _ in range(ppo.epochs):
             perm = torch.randperm(total, generator=self.gen)
             for start in range(0, total, ppo.minibatch_size):
@@ -280,6 +292,18 @@ class MRTATrainer:
                 v_loss = 0.5 * ((pred - target[idx]) ** 2).mean()
                 entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
                 loss = pg_loss - ppo.entropy_coef * entropy + ppo.value_coef * v_loss
+                if clone_coef:
+                    # Cross-entropy on the market's choices where they are cloned
+                    # (imitate.ppo_levels), averaged over those samples only.
+                    w = clone_w[idx]
+                    label_logp = log_probs.gather(1, clone_labels[idx, None])[:, 0]
+                    clone_ce = -(w * label_logp).sum() / w.sum().clamp(min=1.0)
+                    loss = loss + clone_coef * clone_ce
+                    with torch.no_grad():
+                        hit = (log_probs.argmax(-1) == clone_labels[idx]).float()
+                        stats["clone_ce"].append(clone_ce.item())
+                        stats["clone_accuracy"].append(
+                            ((w * hit).sum() / w.sum().clamp(min=1.0)).item())
                 self.optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(params, ppo.max_grad_norm)
@@ -295,6 +319,8 @@ class MRTATrainer:
         out = {k: float(np.mean(v)) for k, v in stats.items()}
         out["explained_var"] = float(explained)
         out["lr"] = self.optimizer.param_groups[0]["lr"]
+        if clone_coef:
+            out["clone_share"] = float(clone_w.mean())
         return out
 
     def _anneal(self) -> None:
