@@ -471,10 +471,17 @@ def export_onnx_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Export a checkpoint's actor as ONNX: raw observation in, clamped action out, with the
-    normaliser inside and the observation layout in the metadata."""
+    normaliser inside and the observation layout in the metadata. A task-allocation (MRTA)
+    checkpoint exports its task policy: observation in, masked choice logits out."""
     from swarm_rl.export import export_onnx
+    from swarm_rl.mrta import commands as mrta
 
-    summary = export_onnx(checkpoint, output, opset=opset)
+    if mrta.is_mrta_checkpoint(checkpoint):
+        from swarm_rl.mrta.export import export_task_policy
+
+        summary = export_task_policy(checkpoint, output, opset=opset)
+    else:
+        summary = export_onnx(checkpoint, output, opset=opset)
     typer.echo(f"wrote {summary['path']} (opset {summary['opset']}, {summary['params']} "
                f"parameters, parity {summary['parity_max_abs_error']:.1e})")
     if as_json:

@@ -58,5 +58,12 @@ def test_train_preset_then_eval_the_policy_with_ablations(tmp_path):
     assert proc.returncode == 0, proc.stderr
     labels = [m["label"] for m in last_json(proc.stdout)["methods"]]
     assert labels == ["policy", "policy, revision off", "policy, sharing off at test time"]
+    exported = tmp_path / "again.onnx"
+    proc = run_cli("export", "onnx", str(run / "checkpoint.pt"), "-o", str(exported), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = last_json(proc.stdout)
+    assert summary["opset"] == 17 and summary["parity_max_abs_error"] < 1e-4
+    assert exported.read_bytes() == Path(result["policy"]).read_bytes(), \
+        "export onnx of an MRTA checkpoint writes the task policy train wrote"
     proc = run_cli("train", "--preset", "mrta_small", "--set", "ppo.lr=-1")
     assert proc.returncode == 2 and "ppo.lr" in proc.stderr

@@ -14,6 +14,15 @@ def is_mrta(preset_or_scenario: str) -> bool:
     return preset_path(preset_or_scenario) is not None
 
 
+def is_mrta_checkpoint(checkpoint: Path) -> bool:
+    """True when ``checkpoint`` (a file, or a run directory holding ``checkpoint.pt``) was
+    written by the MRTA trainer (``kind: mrta``)."""
+    from swarm_rl.train.checkpoint import load_checkpoint
+
+    path = checkpoint / "checkpoint.pt" if checkpoint.is_dir() else checkpoint
+    return path.is_file() and load_checkpoint(path).get("kind") == "mrta"
+
+
 def train(preset: str, steps: int | None, out: Path | None, resume: Path | None,
           overrides: list[str]) -> tuple[str, dict[str, Any]]:
     """Train (or resume) the task policy; export ``policy.onnx`` and write ``init.pt`` (the

@@ -49,9 +49,11 @@ def metadata_for(env: MRTAConfig, extra: dict[str, Any]) -> dict[str, str]:
     return meta
 
 
-def export_task_policy(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
+def export_task_policy(checkpoint: str | Path, out: str | Path, opset: int = 17
+                       ) -> dict[str, Any]:
     """Export the actor of an MRTA trainer checkpoint (``checkpoint.pt`` or its run
-    directory) to ``out``; returns a summary (path, parameters, parity error)."""
+    directory) to ``out`` with ONNX ``opset``; returns a summary (path, opset, parameters,
+    parity error)."""
     import onnx
     import onnxruntime as ort
 
@@ -72,7 +74,7 @@ def export_task_policy(checkpoint: str | Path, out: str | Path) -> dict[str, Any
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(actor, (torch.zeros(2, layout.dim),), buffer, dynamo=False,
-                          opset_version=17, input_names=[INPUT_NAME],
+                          opset_version=opset, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     model = onnx.load_from_string(buffer.getvalue())
@@ -95,7 +97,7 @@ def export_task_policy(checkpoint: str | Path, out: str | Path) -> dict[str, Any
         raise ExportError(f"{path}: ONNX and torch disagree (max abs logit error {err:.2e})")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     files.write_bytes(out, blob)
-    return {"path": str(out), "params": sum(p.numel() for p in actor.parameters()),
+    return {"path": str(out), "opset": opset, "params": sum(p.numel() for p in actor.parameters()),
             "parity_max_abs_error": err, "steps": data["steps"]}
 
 
