@@ -344,6 +344,7 @@ class SimBridge:
             self.wait_for_robots(stop)
         elif self.params.hold_at_start:
             self.wait_for_robots(stop, resend_s=self.dt_s / rtf)
+        log.info("flight: clock started with %d robots", len(self.names))
         wall0 = time.perf_counter()
         trace = self.trace
         while not (stop.is_set() or self.finished()):

@@ -127,8 +127,13 @@ def test_launch_cli_stops_cleanly_on_ctrl_c_and_still_reports(tmp_path):
                    f"robots: {{policy: {POLICY}}}\ndds: {{domain_id: {domain(4)}}}\n")
     proc = subprocess.Popen([sys.executable, "-m", "swarm_rl.cli", "launch", str(cfg), "--json"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    time.sleep(8.0)
+                            env={**os.environ, "PYTHONPATH": str(REPO), "SWARM_RL_LOG": "INFO"})
+    bridge_log = tmp_path / "run" / "logs" / "sim_bridge.log"
+    deadline = time.monotonic() + 120.0  # a loaded machine: imports and numba caches take long
+    while not (bridge_log.exists() and "flight: clock started" in bridge_log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the flight never started"
+        time.sleep(0.2)
+    time.sleep(2.0)  # some simulated time to report
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

@@ -44,7 +44,7 @@ def _terms(gap: float, v_r: float, a_sum: float, floor: float) -> tuple[float, f
 
 
 @numba.njit(cache=True)
-def stacked_qp(pos, vel, nominal, owner, nb_pos, nb_vel, extra, fixed_gamma,  # noqa: PLR0913
+def stacked_qp(pos, vel, nominal, owner, nb_pos, nb_vel, extra, fixed_gamma,
                lo, lo_axes, hi, hi_axes, safety_m, a_sum, share, a_max, k_v, v_max,
                gamma0, gamma_min, density_slope, density_radius_m, min_gap_m, min_dist_m,
                row_tol):
