@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
+from sim.errors import ConfigError
 from sim.mrta.allocators import greedy_actions, market_env
 from sim.mrta.coalition import NO_TARGET
 from sim.mrta.config import MRTAConfig
@@ -105,13 +106,23 @@ def test_market_needs_a_manager_in_radio_range_of_the_bidders():
     assert out.tolist() == [0, 0]
 
 
-def test_market_prefers_the_higher_fitness_coalition():
-    cfg = cfg_for(num_robots=3, initial_tasks=[1, 0, 1])
+@pytest.mark.parametrize("lam, expected", [
+    (0.1, [1, 1, 1]),  # 9 exp(-0.1 x 2.06) = 7.3 beats 1 exp(-0.1 x 1) = 0.9
+    (3.0, [0, NO_TARGET, NO_TARGET]),  # 9 exp(-3 x 2.06) = 0.019 loses to exp(-3) = 0.050,
+])                                     # and two robots left cannot form the level-3 coalition
+def test_market_prefers_the_higher_fitness_coalition(lam, expected):
+    cfg = cfg_for(num_robots=3, initial_tasks=[1, 0, 1], market_lambda=lam)
     robots = np.array([[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]])
     tasks = np.array([[0.0, 1.0], [0.5, 2.0]])  # L1 at ~1 m, L3 at ~2 m from everyone
     out = market_env(robots, np.full(3, NO_TARGET), tasks, np.array([1, 3]), np.ones(2, bool),
                      cfg)
-    assert out.tolist() == [1, 1, 1]  # 9 exp(-0.1 x 2.06) = 7.3 beats 1 exp(-0.1) = 0.9
+    assert out.tolist() == expected
+
+
+def test_market_lambda_must_be_a_number_at_least_zero():
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ConfigError, match="market_lambda: must be >= 0"):
+            cfg_for(market_lambda=bad)
 
 
 @pytest.mark.parametrize("layout", [2, 3, 4])

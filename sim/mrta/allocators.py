@@ -11,7 +11,8 @@ Both are pure numpy and decentralisable:
   it; the manager hears bids from the robots within ``comm_range_m`` of itself (itself
   included), a robot's bid being its arrival time (distance / speed, in decision steps). A
   coalition for a level-L task is the L fastest bidders; its fitness is
-  ``L^2 exp(-lambda T)``, T the arrival time of its slowest member (all must be there). Tasks
+  ``L^2 exp(-lambda T)``, T the arrival time of its slowest member (all must be there; lambda
+  is the preset's ``market_lambda``, per decision step). Tasks
   are awarded one at a time, best fitness first, each robot to at most one task (a sequential
   single-item auction; consensus auctions such as CBBA converge to the same outcome), until
   no remaining task can gather its coalition. With revision the market is cleared afresh
@@ -26,10 +27,6 @@ from sim.mrta.coalition import NO_TARGET
 from sim.mrta.config import MRTAConfig
 from sim.mrta.observation import MRTALayout
 
-MARKET_LAMBDA = 0.1
-"""Discount of a coalition's fitness per decision step of its arrival time."""
-
-
 def greedy_actions(obs: np.ndarray, layout: MRTALayout) -> np.ndarray:
     """Greedy nearest task: observations (..., dim) -> actions (...,) in [0, K_t]."""
     sl = layout.slices
@@ -43,10 +40,11 @@ def greedy_actions(obs: np.ndarray, layout: MRTALayout) -> np.ndarray:
 
 
 def market_env(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
-               task_level: np.ndarray, task_active: np.ndarray, cfg: MRTAConfig,
-               lam: float = MARKET_LAMBDA) -> np.ndarray:
+               task_level: np.ndarray, task_active: np.ndarray, cfg: MRTAConfig
+               ) -> np.ndarray:
     """One environment's market (module docstring): robots (N, 2), their targets (N,) as
     task slots (-1: none), tasks (M, 2) / (M,) / (M,) -> new targets (N,)."""
+    lam = cfg.market_lambda
     n, m = robot_xy.shape[0], task_xy.shape[0]
     dist = np.linalg.norm(robot_xy[:, None] - task_xy[None], axis=-1)  # (N, M)
     eta = dist / cfg.step_length_m
@@ -84,9 +82,9 @@ def market_env(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
 
 
 def market_targets(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
-                   task_level: np.ndarray, task_active: np.ndarray, cfg: MRTAConfig,
-                   lam: float = MARKET_LAMBDA) -> np.ndarray:
+                   task_level: np.ndarray, task_active: np.ndarray, cfg: MRTAConfig
+                   ) -> np.ndarray:
     """The market of every environment: arrays shaped (E, N, 2), (E, N), (E, M, 2), (E, M),
     (E, M) -> targets (E, N) as task slots (-1: no task, explore)."""
     return np.stack([market_env(robot_xy[e], target[e], task_xy[e], task_level[e],
-                                task_active[e], cfg, lam) for e in range(target.shape[0])])
+                                task_active[e], cfg) for e in range(target.shape[0])])

@@ -93,6 +93,12 @@ class MRTAConfig:
     time seeing the choices its neighbours announced in the previous round (the first round
     sees last step's intentions); the last round's choice is acted on. 1: one choice per step
     from one-step-old intentions (the paper). Needs intention sharing to have an effect."""
+    market_lambda: float = 0.1
+    """The market baseline's discount of a coalition's fitness ``L^2 exp(-lambda T)`` per
+    decision step of its arrival time T (:mod:`sim.mrta.allocators`; the seed paper does not
+    give its value). Small values chase level-3 coalitions wherever they are; large ones
+    serve whatever is near. Presets set the value that scores best on held-out seeds
+    (``benchmarks/market_lambda.py``)."""
 
     @property
     def half_extent_m(self) -> tuple[float, float]:
@@ -153,6 +159,8 @@ class MRTAConfig:
              f"must be 2, 3 or 4 (observation layout version), got {self.obs_layout}")
         need(isinstance(self.negotiation_rounds, int) and self.negotiation_rounds >= 1,
              "negotiation_rounds", f"must be an integer >= 1, got {self.negotiation_rounds}")
+        need(math.isfinite(self.market_lambda) and self.market_lambda >= 0, "market_lambda",
+             f"must be >= 0, got {self.market_lambda}")
         need(self.task_min_spacing_m >= 0, "task_min_spacing_m",
              f"must be >= 0, got {self.task_min_spacing_m}")
         return self
