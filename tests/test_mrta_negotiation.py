@@ -115,6 +115,11 @@ def test_mix_presets_get_the_runs_layout_and_rounds():
     assert all(m.obs_layout == 3 and m.negotiation_rounds == 2 for m in cfg.mix_envs)
 
 
+def test_mix_presets_get_the_runs_market_so_that_a_run_clones_one_teacher():
+    cfg = load_mrta_preset("mrta_room_8", ["env.market_lambda=0.25"])
+    assert cfg.mix_envs and all(m.market_lambda == 0.25 for m in cfg.mix_envs)
+
+
 def test_rounds_policy_trains_exports_and_evaluates_with_its_own_rounds(tmp_path):
     from swarm_rl.mrta.evaluate import policy_methods, run_method
     from swarm_rl.mrta.export import export_task_policy

@@ -18,8 +18,9 @@ from swarm_rl.train.config import PPOConfig, _merge, parse_overrides
 
 
 SHARED_SWITCHES = ("intention_sharing", "revision", "task_slots", "neighbour_slots",
-                   "obs_layout", "negotiation_rounds")
-"""``env`` fields that a run applies to its ``mix`` presets too."""
+                   "obs_layout", "negotiation_rounds", "market_lambda")
+"""``env`` fields that a run applies to its ``mix`` presets too (when its ``env`` sets them):
+``market_lambda`` so that one run clones one market (``imitate``)."""
 
 
 @dataclass
