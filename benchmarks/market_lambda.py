@@ -24,7 +24,7 @@ from sim.mrta.config import load_mrta_env
 from swarm_rl.mrta.evaluate import Method, market_allocator, run_method
 
 DEFAULT_PRESETS = "mrta_paper,mrta_paper_arrival_001,mrta_paper_arrival_004,mrta_room_8"
-DEFAULT_LAMBDAS = "0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.8,1.0"
+DEFAULT_LAMBDAS = "0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.8,1,1.5,2,3,5"
 
 
 def sweep(preset: str, lambdas: list[float], seeds: list[int], episodes: int

@@ -34,7 +34,7 @@ def test_eval_baselines_table_json_and_bar_chart(tmp_path):
                                    "travel_per_robot_m"}
         assert len(m["per_seed"]["return"]) == 2
     assert market["table"]["return"]["mean"] > greedy["table"]["return"]["mean"]
-    assert "| market (PCFA-style) |" in proc.stdout
+    assert "| market (PCFA-style, lambda 0.1) |" in proc.stdout  # mrta_small's discount
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -162,7 +162,8 @@ def policy_methods(path: str | Path, cfg: MRTAConfig, ablations: bool) -> list[M
 
 def baseline_method(name: str, cfg: MRTAConfig) -> Method:
     if name == "market":
-        return Method("market (PCFA-style)", market_allocator, cfg)
+        return Method(f"market (PCFA-style, lambda {cfg.market_lambda:g})", market_allocator,
+                      cfg)
     if name == "greedy":
         return Method("greedy nearest", greedy_allocator, cfg)
     raise ConfigError(f"--baseline: unknown baseline '{name}'; allowed: {', '.join(BASELINES)}")
