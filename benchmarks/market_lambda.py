@@ -46,18 +46,25 @@ def sweep(preset: str, lambdas: list[float], seeds: list[int], episodes: int
 
 
 def plot(results: list[dict], path: Path) -> Path:
+    """One panel per preset: return against lambda (log axis), the best value marked."""
     from swarm_rl.plots import _colours, _figure, _save
 
-    fig = _figure((6.4, 4.0))
-    ax = fig.add_subplot(1, 1, 1)
-    for colour, res in zip(_colours(len(results)), results):
+    cols = min(2, len(results))
+    rows = -(-len(results) // cols)
+    fig = _figure((4.2 * cols, 3.0 * rows))
+    for k, (colour, res) in enumerate(zip(_colours(len(results)), results)):
+        ax = fig.add_subplot(rows, cols, k + 1)
         lams = [r["lambda"] for r in res["rows"]]
-        ax.plot(lams, [r["return"] for r in res["rows"]], "o-", color=colour,
-                label=f"{res['preset']} (best {res['best_lambda']:g})")
-    ax.set_xlabel("market_lambda (fitness discount per decision step)")
-    ax.set_ylabel("market return (sum of L^2), mean over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        ax.plot(lams, [r["return"] for r in res["rows"]], "o-", color=colour)
+        best = next(r for r in res["rows"] if r["lambda"] == res["best_lambda"])
+        ax.plot([best["lambda"]], [best["return"]], "k*", markersize=12,
+                label=f"best {best['lambda']:g}: {best['return']:.1f}")
+        ax.set_xscale("log")
+        ax.set_title(res["preset"], fontsize=9)
+        ax.set_xlabel("market_lambda (per decision step)", fontsize=8)
+        ax.set_ylabel("market return (sum of L^2)", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -86,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         lambdas = [float(x) for x in args.lambdas.split(",")]
     except ValueError:
         ap.error(f"--lambdas: expected numbers separated by commas, got {args.lambdas!r}")
-    if args.seeds < 1 or args.episodes < 1 or min(lambdas) < 0:
-        ap.error("--seeds and --episodes must be >= 1 and every lambda >= 0")
+    if args.seeds < 1 or args.episodes < 1 or min(lambdas) <= 0:
+        ap.error("--seeds and --episodes must be >= 1 and every lambda > 0 (a log axis)")
     seeds = list(range(args.seed, args.seed + args.seeds))
     results = [sweep(p, lambdas, seeds, args.episodes) for p in args.presets.split(",")]
     print(f"market return (level-3 completions) per lambda; seeds {seeds[0]}-{seeds[-1]} x "
