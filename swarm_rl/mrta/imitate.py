@@ -28,8 +28,8 @@ of PPO's own rollouts is labelled with the market's choice (:func:`rollout_label
 cross-entropy term on those labels joins the PPO loss (as DAPG, Rajeswaran et al. 2018, adds
 its demonstrations' likelihood to the policy gradient). ``imitate.ppo_levels`` restricts it
 to the states where the market sends the robot to a task of those levels, e.g. only level-3
-coalitions, the one thing the market still does better than the policies trained with PPO
-(``policies/mrta_paper_respawn128_ft.md``).
+coalitions (tried on the room: the policy's level-3 count rose to the market's and it lost
+more level-2 tasks than that gained; ``policies/mrta_room_8.md``, "Tried since").
 """
 from __future__ import annotations
 
