@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from sim.mrta.config import load_mrta_env
-from swarm_rl.mrta.evaluate import Method, market_allocator, run_method
+from swarm_rl.mrta.evaluate import baseline_method, run_method
 
 DEFAULT_PRESETS = "mrta_paper,mrta_paper_arrival_001,mrta_paper_arrival_004,mrta_room_8"
 DEFAULT_LAMBDAS = "0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.8,1,1.5,2,3,5"
@@ -35,8 +35,7 @@ def sweep(preset: str, lambdas: list[float], seeds: list[int], episodes: int
     rows = []
     for lam in lambdas:
         cfg = dataclasses.replace(base, market_lambda=lam).validate()
-        result = run_method(Method(f"market lambda {lam:g}", market_allocator, cfg), seeds,
-                            episodes)
+        result = run_method(baseline_method("market", cfg), seeds, episodes)
         rows.append({"lambda": lam, "return": result.row("return")["mean"],
                      "return_per_seed": result.per_seed["return"],
                      "completed_L3": result.row("completed_L3")["mean"]})

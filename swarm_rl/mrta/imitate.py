@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from sim.mrta.allocators import market_targets
 from sim.mrta.env import MRTAVecEnv
 from sim.mrta.observation import MRTAObservation
+from swarm_rl.mrta.evaluate import market_allocator
 
 
 @dataclass
@@ -104,8 +104,7 @@ def rollout_labels(env, levels: list[int]) -> tuple[np.ndarray, np.ndarray]:
     slots, keep = [], []
     for part in _parts(env):
         t = part.tasks
-        teacher = market_targets(part.robot_xy, part.target, t.xy, t.level, t.active,
-                                 part.cfg)
+        teacher = market_allocator(part, part.last_obs)
         slot, ok = market_labels(part.last_obs, teacher)
         level = np.where(teacher >= 0,
                          np.take_along_axis(t.level, np.maximum(teacher, 0), axis=1), 0)
@@ -144,9 +143,7 @@ def collect_demonstrations(env, steps: int, gamma: float,
         step_obs, step_rw, step_state = [], [], ([], [], [])
         done = False
         for part in _parts(env):
-            t = part.tasks
-            teacher = market_targets(part.robot_xy, part.target, t.xy, t.level, t.active,
-                                     part.cfg)
+            teacher = market_allocator(part, part.last_obs)
             obs, choice = part.last_obs, None
             for r in range(part.cfg.negotiation_rounds):
                 if r > 0:
