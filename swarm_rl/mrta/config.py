@@ -86,6 +86,7 @@ class MRTATrainConfig:
                     "ppo.lr": p.lr, "total_steps": self.total_steps,
                     "checkpoint_every": self.checkpoint_every, "threads": self.threads,
                     "model.hidden": self.model.hidden, "imitate.epochs": self.imitate.epochs,
+                    "imitate.keep_rollouts": self.imitate.keep_rollouts,
                     "model.critic_hidden": self.model.critic_hidden}
         for name, value in positive.items():
             if not value > 0:

@@ -56,6 +56,12 @@ class ImitationConfig:
     teacher_rollouts: int = 1
     """The first rollouts are flown by the market (teacher forcing); the later ones by the
     policy being trained, the market labelling the states it visits (DAgger)."""
+    keep_rollouts: int = 1
+    """How many of the latest rollouts each fit draws from: 1 fits each rollout alone; more
+    aggregates them, as DAgger proper does (Ross et al. 2011: the union of every visited
+    state, so one rollout's states do not pull the clone away from the last ones'). Each
+    epoch is as long as the newest rollout, its samples drawn from the union, so the fit's
+    cost does not grow. The buffer is not checkpointed: a resumed run starts it empty."""
     ppo_coef: float = 0.0
     """Weight of the cross-entropy on the market's choices added to every PPO minibatch loss
     (on the final-round states of PPO's own rollouts); 0: PPO alone."""
@@ -186,21 +192,42 @@ def collect_demonstrations(env, steps: int, gamma: float,
         episode_return=float(np.mean(np.concatenate(finished))) if finished else float("nan"))
 
 
+def merge(demos: list[Demonstrations]) -> Demonstrations:
+    """Several rollouts' demonstrations as one (samples concatenated, shares and returns
+    weighted by sample count)."""
+    if len(demos) == 1:
+        return demos[0]
+    cat = {name: torch.cat([getattr(d, name) for d in demos])
+           for name in ("obs", "labels", "critic_obs", "robots", "tasks", "task_mask",
+                        "returns")}
+    weights = np.array([d.labels.shape[0] for d in demos], float)
+    finished = [d.episode_return for d in demos if np.isfinite(d.episode_return)]
+    return Demonstrations(
+        **cat, unknown_share=float(np.average([d.unknown_share for d in demos],
+                                               weights=weights)),
+        episode_return=float(np.mean(finished)) if finished else float("nan"))
+
+
 def fit(actor: nn.Module, critic: nn.Module, value_norm, optimizer: torch.optim.Optimizer,
         demo: Demonstrations, epochs: int, minibatch: int, value_coef: float,
-        max_grad_norm: float, gen: torch.Generator) -> dict[str, float]:
+        max_grad_norm: float, gen: torch.Generator,
+        per_epoch: tuple[int, int] | None = None) -> dict[str, float]:
     """Cross-entropy on the market's choices and value regression on its returns (in the
     value normaliser's units); returns the last epoch's accuracy (argmax = label), the mean
-    cross-entropy and value loss."""
-    value_norm.update(demo.returns[:, None])
+    cross-entropy and value loss. ``per_epoch``: (actor samples, critic samples) drawn, without
+    replacement, in each epoch (default: all of ``demo``'s); the value normaliser is updated
+    with the newest ``per_epoch[1]`` returns only (the rest have been seen)."""
+    n_act, n_val = demo.obs.shape[0], demo.critic_obs.shape[0]
+    if per_epoch is not None:
+        n_act, n_val = min(per_epoch[0], n_act), min(per_epoch[1], n_val)
+    value_norm.update(demo.returns[-n_val:, None])
     target = (demo.returns - value_norm.mean) / torch.sqrt(value_norm.var + 1e-8)
     params = list(actor.parameters()) + list(critic.parameters())
-    n_act, n_val = demo.obs.shape[0], demo.critic_obs.shape[0]
     ce_fn = nn.CrossEntropyLoss()
     stats: dict[str, float] = {}
     for _ in range(epochs):
-        perm_a = torch.randperm(n_act, generator=gen)
-        perm_v = torch.randperm(n_val, generator=gen)
+        perm_a = torch.randperm(demo.obs.shape[0], generator=gen)[:n_act]
+        perm_v = torch.randperm(demo.critic_obs.shape[0], generator=gen)[:n_val]
         batches = max(1, -(-n_act // minibatch))
         v_size = -(-n_val // batches)
         ce_sum = v_sum = hits = 0.0

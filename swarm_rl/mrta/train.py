@@ -167,6 +167,7 @@ class MRTATrainer:
         episodes follow, for PPO."""
         cfg, ppo = self.cfg, self.cfg.ppo
         stats: dict[str, float] = {}
+        kept: list[imitation.Demonstrations] = []
         for _ in tqdm(range(self.imitated, cfg.imitate.updates), desc="imitate market",
                       unit="rollout", disable=not progress_bar or None):
             t0 = time.perf_counter()
@@ -174,13 +175,15 @@ class MRTATrainer:
             demo = imitation.collect_demonstrations(self.env, ppo.rollout_steps, ppo.gamma,
                                                     learner)
             t1 = time.perf_counter()
+            kept = (kept + [demo])[-cfg.imitate.keep_rollouts:]
             stats = imitation.fit(self.actor, self.critic, self.value_norm, self.optimizer,
-                                demo, cfg.imitate.epochs, ppo.minibatch_size, ppo.value_coef,
-                                ppo.max_grad_norm, self.gen)
+                                  imitation.merge(kept), cfg.imitate.epochs,
+                                  ppo.minibatch_size, ppo.value_coef, ppo.max_grad_norm,
+                                  self.gen, (demo.obs.shape[0], demo.critic_obs.shape[0]))
             self.imitated += 1
             self.wall_s += time.perf_counter() - t0
             row = {"rollout": self.imitated, "flown_by": "policy" if learner else "market",
-                   "samples": int(demo.labels.shape[0]),
+                   "samples": int(demo.labels.shape[0]), "kept_rollouts": len(kept),
                    "collect_s": t1 - t0, "fit_s": time.perf_counter() - t1,
                    "unknown_share": demo.unknown_share,
                    "return": demo.episode_return, **stats}
