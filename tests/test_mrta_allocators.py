@@ -125,7 +125,7 @@ def test_market_lambda_must_be_a_number_at_least_zero():
             cfg_for(market_lambda=bad)
 
 
-@pytest.mark.parametrize("layout", [2, 3, 4])
+@pytest.mark.parametrize("layout", [2, 3, 4, 5])
 def test_robot_decision_api_sees_what_the_simulator_sees(layout):
     cfg = MRTAConfig(obs_layout=layout).validate()
     env = MRTAVecEnv(cfg, 1)

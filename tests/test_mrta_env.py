@@ -1,5 +1,7 @@
 """The MRTA world: presets, config errors, determinism, motion and the observation's
 intention features (sim/mrta/)."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,7 @@ from sim.errors import ConfigError
 from sim.mrta.allocators import greedy_actions
 from sim.mrta.config import MRTAConfig, load_mrta_env
 from sim.mrta.env import MRTAVecEnv
-from sim.mrta.observation import TASK_FEATS, MRTALayout
+from sim.mrta.observation import REACH_CAP, TASK_FEATS, MRTALayout
 from swarm_rl.evaluate import episode_rng
 
 
@@ -140,6 +142,38 @@ def test_a_task_named_in_a_heard_intention_is_choosable_beyond_view_range():
         assert known == ([0, -1] if sharing else [-1, -1])
         if sharing:  # robot 1 can join robot 2's task
             assert env.actions_to_targets(np.array([[0, 2]]))[0, 0] == 0
+
+
+def test_layout_5_gives_each_task_its_coalition_reach_and_nearest_neighbour():
+    """Three robots on a line, one level-3 task 4 m above robot 1. Robot 1 knows robot 2
+    (3 m away) but not robot 3 (10 m, beyond the 8 m radio range): two robots known, too few
+    for the task (reach capped). Robot 2 knows both: its coalition's slowest member is robot 3,
+    10.77 m from the task. Robot 3 knows robot 2 only, and knows the task through robot 2's
+    sighting."""
+    cfg = MRTAConfig(world_size_m=(30.0, 20.0), num_robots=3, initial_tasks=[0, 0, 1],
+                     max_tasks=2, task_mode="arrival", arrival_rate=0.0,
+                     arrival_region_m=(0.0, 0.0, 10.0, 10.0), view_range_m=5.0,
+                     comm_range_m=8.0, task_slots=2, neighbour_slots=2,
+                     obs_layout=5).validate()
+    env = MRTAVecEnv(cfg, 1)
+    env.reset([0])
+    env.robot_xy[0] = [[0.0, 0.0], [3.0, 0.0], [10.0, 0.0]]
+    env.tasks.xy[0, 0] = [0.0, 4.0]
+    env.target[0] = [-1, -1, -1]
+    obs = env.observe()
+    assert (obs.slot_task[0, :, 0] == 0).all()
+    feats = obs.obs[0][:, MRTALayout.of(cfg).slices["tasks"]].reshape(3, 2, -1)[:, 0, 14:]
+    np.testing.assert_allclose(feats, [[REACH_CAP, 5.0 / 5.0],
+                                       [np.hypot(10.0, 4.0) / 5.0, 4.0 / 5.0],
+                                       [REACH_CAP, 5.0 / 5.0]], atol=1e-6)
+    old = dataclasses.replace(cfg, obs_layout=4)
+    env.cfg, env.layout = old, MRTALayout.of(old)
+    v4, sl4, sl5 = env.observe().obs[0], MRTALayout.of(old).slices, MRTALayout.of(cfg).slices
+    for part in sl4:  # everything else is layout 4's
+        a, b = v4[:, sl4[part]], obs.obs[0][:, sl5[part]]
+        if part == "tasks":
+            a, b = a.reshape(3, 2, -1), b.reshape(3, 2, -1)[..., :14]
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("layout, sharing, robot_2_x, known", [

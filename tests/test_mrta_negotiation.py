@@ -65,7 +65,7 @@ def test_layout_two_is_still_built_for_old_policies():
         MRTALayout(2, 3, 7)
 
 
-@pytest.mark.parametrize("field, value", [("negotiation_rounds", 0), ("obs_layout", 5)])
+@pytest.mark.parametrize("field, value", [("negotiation_rounds", 0), ("obs_layout", 6)])
 def test_bad_negotiation_and_layout_fields_are_named(field, value):
     with pytest.raises(ConfigError, match=field):
         MRTAConfig(**{field: value}).validate()

@@ -108,6 +108,39 @@ def test_init_starts_from_another_runs_networks_with_a_fresh_schedule(tmp_path):
                     tmp_path / "bad")
 
 
+def test_a_newer_layout_starts_from_older_networks_that_compute_what_they_did(tmp_path):
+    """``init`` from a layout-4 run into a layout-5 run: the task encoder and the critic get
+    zero weights for the added features, so on the same state the actor's logits and the
+    critic's value are the old ones; a layout that only drops inputs is refused by name."""
+    old_cfg = load_mrta_preset("mrta_small", ["ppo.num_envs=2", "env.obs_layout=4"])
+    source = MRTATrainer(old_cfg, tmp_path / "v4")
+    with torch.no_grad():  # weights away from their zero-bias start
+        for p in list(source.actor.parameters()) + list(source.critic.parameters()):
+            p.add_(0.05 * torch.randn_like(p))
+    init = source.save_init(tmp_path / "v4" / "init.pt")
+    wide = MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", "env.obs_layout=5",
+                                                       f"init={init}"]), tmp_path / "v5")
+    assert wide.env.layout.task_feats == source.env.layout.task_feats + 2
+    env4, env5 = source.env, wide.env
+    for env in (env4, env5):
+        env.reset([7, 8])
+    obs4, obs5 = env4.observe().obs, env5.observe().obs
+    lay = env5.layout
+    added = obs5[..., lay.slices["tasks"]].reshape(-1, lay.task_slots, lay.task_feats)[..., 14:]
+    assert (added > 0).any(), "the state must show the added features"
+    flat = lambda o: torch.from_numpy(o.reshape(-1, o.shape[-1]))  # noqa: E731
+    with torch.no_grad():
+        torch.testing.assert_close(wide.actor(flat(obs5)), source.actor(flat(obs4)))
+        n = env4.num_robots
+        state = [torch.from_numpy(np.repeat(a, n, axis=0)) for a in env4.critic_state()]
+        torch.testing.assert_close(wide.critic(flat(obs5), *state),
+                                   source.critic(flat(obs4), *state))
+    with pytest.raises(CheckpointError, match="cannot be widened to v4"):
+        MRTATrainer(load_mrta_preset("mrta_small", ["ppo.num_envs=2", "env.obs_layout=4",
+                                                    f"init={wide.save_init(tmp_path / 'w.pt')}"]),
+                    tmp_path / "back")
+
+
 def test_deploy_side_imports_neither_torch_nor_pybullet():
     code = ("import sys, sim.mrta.decide, sim.mrta.env, swarm_rl.mrta.onnx_policy; "
             "bad = [m for m in ('torch', 'pybullet') if m in sys.modules]; "

@@ -86,8 +86,9 @@ class MRTAConfig:
     """Observation layout version (:mod:`sim.mrta.observation`): 2; 3 (adds the coalition
     features: who reaches each task before me, free and other neighbours closer to it); or 4
     (layout 3, and with intention sharing the tasks that neighbours in radio range see are
-    known too: shared sightings). A policy records its own; evaluation and the robot node
-    must build the same."""
+    known too: shared sightings); or 5 (layout 4 and two coalition distances per task: the
+    reach of its nearest possible coalition and the nearest neighbour's distance). A policy
+    records its own; evaluation and the robot node must build the same."""
     negotiation_rounds: int = 1
     """Intention exchanges per decision step: with R > 1 every robot chooses R times, each
     time seeing the choices its neighbours announced in the previous round (the first round
@@ -155,8 +156,8 @@ class MRTAConfig:
              f"must be in (0, 1), got {self.intention_discount}")
         need(self.intention_horizon >= 1, "intention_horizon",
              f"must be >= 1, got {self.intention_horizon}")
-        need(self.obs_layout in (2, 3, 4), "obs_layout",
-             f"must be 2, 3 or 4 (observation layout version), got {self.obs_layout}")
+        need(self.obs_layout in (2, 3, 4, 5), "obs_layout",
+             f"must be 2, 3, 4 or 5 (observation layout version), got {self.obs_layout}")
         need(isinstance(self.negotiation_rounds, int) and self.negotiation_rounds >= 1,
              "negotiation_rounds", f"must be an integer >= 1, got {self.negotiation_rounds}")
         need(math.isfinite(self.market_lambda) and self.market_lambda >= 0, "market_lambda",

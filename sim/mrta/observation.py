@@ -20,7 +20,12 @@ scaled by the ranges):
   task) / 3, places left for me ``max(L - those, 0) / 3``, neighbours within comm range that
   announced no target and are closer to the task than I am / 3, and all neighbours within comm
   range closer to it than I am / 3 (the last two capped at 6 / 3): the order in which robots
-  would reach the task, which is what a market clears coalitions by;
+  would reach the task, which is what a market clears coalitions by; layout 5 adds two more:
+  the coalition's reach, the distance from the task of its L-th nearest robot among me and
+  the neighbours whose positions I know within comm range / view (when it would be served if
+  the nearest robots formed its coalition; the market's fitness reads the same arrival time),
+  and the nearest of those neighbours' distance to it / view (both capped at
+  ``REACH_CAP``, which also stands for "fewer than L robots known");
 - ``task_mask`` (K_t): slot holds a task;
 - ``neighbours`` (K_n x 6), nearest within ``comm_range_m``: dx / comm, dy / comm, has an
   intention with a target (0/1), its target's dx / comm, dy / comm, eta / horizon;
@@ -39,21 +44,26 @@ import numpy as np
 
 from sim.mrta.config import LEVELS, MRTAConfig
 
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 """The newest layout (the default for new policies is still ``MRTAConfig.obs_layout``).
-4: layout 3's features, and a task that a neighbour within comm range sees is known too
-(robots share their sightings, as the market's project managers tell bidders of tasks the
-bidders cannot see); 3: layout 2 plus four coalition features per task (who is ahead of
-me, how many places are left for me, free and any neighbours closer to the task than me);
-2: tasks named in heard intentions are known (observable and choosable) beyond view range;
-1 offered visible tasks only (1 and 2 agree when intention sharing is off)."""
-LAYOUT_VERSIONS = (2, 3, 4)
+5: layout 4 plus two coalition distances per task (its reach with the nearest robots, the
+nearest neighbour's distance); 4: layout 3's features, and a task that a neighbour within
+comm range sees is known too (robots share their sightings, as the market's project managers
+tell bidders of tasks the bidders cannot see); 3: layout 2 plus four coalition features
+per task (who is ahead of me, how many places are left for me, free and any neighbours
+closer to the task than me); 2: tasks named in heard intentions are known (observable and
+choosable) beyond view range; 1 offered visible tasks only (1 and 2 agree when intention
+sharing is off)."""
+LAYOUT_VERSIONS = (2, 3, 4, 5)
 """Layouts this code builds (a policy records its own; evaluation builds that one for it)."""
 OWN_DIM = 4
-TASK_FEATS_BY_VERSION = {2: 10, 3: 14, 4: 14}
+TASK_FEATS_BY_VERSION = {2: 10, 3: 14, 4: 14, 5: 16}
 TASK_FEATS = TASK_FEATS_BY_VERSION[2]
 """Task features of layout 2 (the first ten of every layout)."""
 NEIGHBOUR_FEATS = 6
+REACH_CAP = 4.0
+"""Layout 5's coalition distances are capped at this many view ranges (also their value when
+too few robots are known)."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,15 @@ def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
         tasks[..., 11] = np.maximum(lv - ahead_g, 0) / LEVELS
         tasks[..., 12] = np.minimum(gather(closer_free), 2 * LEVELS) / LEVELS
         tasks[..., 13] = np.minimum(gather(closer_any), 2 * LEVELS) / LEVELS
+    if layout.version >= 5:
+        # [e, i, k, m]: distance of robot k to task m, for k = i and the neighbours i knows
+        known_k = (nb_known | np.eye(n, dtype=bool)[None])[..., None]
+        reach = np.sort(np.where(known_k, dist[:, None, :, :], np.inf), axis=2)
+        lth = np.broadcast_to(np.minimum(task_level, n)[:, None, None, :] - 1, (e, n, 1, m))
+        coalition = np.take_along_axis(reach, lth, axis=2)[:, :, 0, :]
+        other = np.min(np.where(nb_known[..., None], dist[:, None, :, :], np.inf), axis=2)
+        tasks[..., 14] = np.minimum(gather(coalition) / view, REACH_CAP)
+        tasks[..., 15] = np.minimum(gather(other) / view, REACH_CAP)
     tasks *= valid[..., None]
     slot_task = np.where(valid, order, -1)
 

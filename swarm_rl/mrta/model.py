@@ -104,6 +104,37 @@ class TaskActor(nn.Module):
         return logits.masked_fill(~legal, MASKED_LOGIT)
 
 
+def widen_inputs(actor_state: dict[str, torch.Tensor], critic_state: dict[str, torch.Tensor],
+                 old: MRTALayout, new: MRTALayout
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Actor and critic weights of observation layout ``old`` for layout ``new``, a later
+    version with the same slot counts (every version's task features start with the
+    previous version's): the inputs ``new`` adds get zero weights, so the networks compute
+    exactly what they did and training finds out what the new features are worth."""
+    if (new.version < old.version or new.task_slots != old.task_slots
+            or new.neighbour_slots != old.neighbour_slots):
+        raise ValueError(f"observation layout v{old.version} ({old.task_slots} task, "
+                         f"{old.neighbour_slots} neighbour slots) cannot be widened to "
+                         f"v{new.version} ({new.task_slots}, {new.neighbour_slots})")
+    actor, critic = dict(actor_state), dict(critic_state)
+    w = actor["task.0.weight"]
+    actor["task.0.weight"] = torch.cat(
+        [w, w.new_zeros(w.shape[0], new.task_feats - old.task_feats)], dim=1)
+    cols = []  # where each input of the old flat observation lies in the new one
+    for part, old_slice in old.slices.items():
+        start = new.slices[part].start
+        if part == "tasks":
+            cols += [start + j * new.task_feats + f for j in range(old.task_slots)
+                     for f in range(old.task_feats)]
+        else:
+            cols += range(start, start + old_slice.stop - old_slice.start)
+    w = critic["own.0.weight"]
+    wide = w.new_zeros(w.shape[0], new.dim)
+    wide[:, cols] = w
+    critic["own.0.weight"] = wide
+    return actor, critic
+
+
 class TaskCritic(nn.Module):
     """(own obs (B, dim), robots (B, N, 5), tasks (B, M, 7), task mask (B, M)) -> value (B,)
     in normalised units."""

@@ -30,14 +30,14 @@ from tqdm import tqdm
 
 from sim.mrta.config import LEVELS
 from sim.mrta.env import MRTAStep, MRTAVecEnv
-from sim.mrta.observation import MRTAObservation
+from sim.mrta.observation import MRTALayout, MRTAObservation
 from swarm_rl import files
 from swarm_rl.errors import CheckpointError
 from swarm_rl.files import json_safe
 from swarm_rl.models import RunningNorm
 from swarm_rl.mrta import imitate as imitation
 from swarm_rl.mrta.config import MRTATrainConfig, mrta_train_config_from_dict
-from swarm_rl.mrta.model import TaskActor, TaskCritic
+from swarm_rl.mrta.model import TaskActor, TaskCritic, widen_inputs
 from swarm_rl.train.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from swarm_rl.train.ppo import gae
 
@@ -156,8 +156,20 @@ class MRTATrainer:
         data = load_checkpoint(path)
         if data.get("kind") != "mrta":
             raise CheckpointError(f"{path}: init: not an MRTA training checkpoint")
-        load_module_state(self.actor, data["actor"], "actor", path)
-        load_module_state(self.critic, data["critic"], "critic", path)
+        actor, critic = data["actor"], data["critic"]
+        env = data.get("config", {}).get("env", {})
+        old = MRTALayout(env.get("task_slots", self.env.layout.task_slots),
+                         env.get("neighbour_slots", self.env.layout.neighbour_slots),
+                         env.get("obs_layout", self.env.layout.version))
+        if old != self.env.layout:
+            try:
+                actor, critic = widen_inputs(actor, critic, old, self.env.layout)
+            except ValueError as exc:
+                raise CheckpointError(f"{path}: init: {exc}") from exc
+            log.info("init: layout v%d networks widened to v%d (new inputs at zero weight)",
+                     old.version, self.env.layout.version)
+        load_module_state(self.actor, actor, "actor", path)
+        load_module_state(self.critic, critic, "critic", path)
         self.value_norm.load_state_dict(data["value_norm"])
 
     def imitate(self, progress_bar: bool = True) -> dict[str, float]:
