@@ -33,7 +33,7 @@ ARGS = {
     "mission": ("goals", "goals: the scenario's goals; tasks: task_server + task layers."),
     "task_preset": ("mrta_room_8", "tasks mission: MRTA preset name or YAML path."),
     "task_policy": ("", "tasks mission: greedy, or an exported task policy (.onnx) trained "
-                    "on task_preset; empty: policies/mrta_room_8_market06.onnx for mrta_room_8, "
+                    "on task_preset; empty: policies/mrta_room_8_l5.onnx for mrta_room_8, "
                     "else greedy."),
     "realtime_priority": ("0", "1-99: sim_bridge and robot nodes under SCHED_FIFO (chrt -f N; "
                                "needs root or CAP_SYS_NICE); 0: the default scheduler."),
@@ -54,7 +54,7 @@ def _nodes(context):
         raise ValueError(f"mission:={arg['mission']}: expected goals or tasks")
     tasks = arg["mission"] == "tasks"
     preset = arg["task_preset"]
-    task_policy = arg["task_policy"] or (str(share / "policies" / "mrta_room_8_market06.onnx")
+    task_policy = arg["task_policy"] or (str(share / "policies" / "mrta_room_8_l5.onnx")
                                          if preset == "mrta_room_8" else "greedy")
     if tasks and not preset.endswith((".yaml", ".yml")):
         preset = str(share / "config" / "mrta" / f"{preset}.yaml")

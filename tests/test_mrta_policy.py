@@ -153,7 +153,8 @@ def test_deploy_side_imports_neither_torch_nor_pybullet():
 @pytest.mark.parametrize("name", ["mrta_paper", "mrta_paper_respawn", "mrta_paper_dagger",
                                   "mrta_paper_respawn128", "mrta_paper_respawn128_ft",
                                   "mrta_room_8_v1", "mrta_room_8", "mrta_room_8_market06",
-                                  "mrta_paper_arrival_004_market15"])
+                                  "mrta_room_8_l5", "mrta_paper_arrival_004_market15",
+                                  "mrta_paper_arrival_004_l5"])
 def test_shipped_init_file_holds_the_shipped_policy(tmp_path, name):
     """A shipped ``policies/NAME.init.pt`` (what fine-tuning presets start from) exports to a
     policy that makes the shipped ONNX file's choices, so the fine-tuning reruns from a clean
@@ -167,11 +168,14 @@ def test_shipped_init_file_holds_the_shipped_policy(tmp_path, name):
 
 
 @pytest.mark.parametrize("preset", ["mrta_paper_respawn", "mrta_paper_respawn128_ft",
-                                    "mrta_room_8_market06", "mrta_paper_arrival_004_market15"])
+                                    "mrta_room_8_market06", "mrta_paper_arrival_004_market15",
+                                    "mrta_room_8_l5", "mrta_paper_arrival_004_l5"])
 def test_fine_tuning_preset_starts_from_a_shipped_file(preset):
-    """A fine-tuning preset names a shipped ``init`` file whose network fits the preset."""
+    """A fine-tuning preset names a shipped ``init`` file whose network fits the preset (in
+    its layout, or an earlier one that the trainer widens)."""
     cfg = load_mrta_preset(preset)
     assert cfg.init and (REPO / cfg.init).is_file()
     src = load_checkpoint(REPO / cfg.init)["config"]
     assert src["model"]["hidden"] == cfg.model.hidden
-    assert src["env"]["obs_layout"] == cfg.env.obs_layout
+    assert src["env"]["obs_layout"] <= cfg.env.obs_layout
+    assert src["env"]["task_slots"] == cfg.env.task_slots

@@ -62,7 +62,7 @@ def test_task_list_encoding_and_its_validation():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task_policy", ["greedy", "policies/mrta_room_8_market06.onnx"])
+@pytest.mark.parametrize("task_policy", ["greedy", "policies/mrta_room_8_l5.onnx"])
 def test_task_mission_forms_coalitions_over_dds(tmp_path, task_policy):
     """The mission as processes, with the greedy rule and with the shipped task policy (the
     mission's default, run by each robot's task layer in its three negotiation rounds)."""
