@@ -212,12 +212,12 @@ def observe(robot_xy: np.ndarray, target: np.ndarray, task_xy: np.ndarray,
         tasks[..., 12] = np.minimum(gather(closer_free), 2 * LEVELS) / LEVELS
         tasks[..., 13] = np.minimum(gather(closer_any), 2 * LEVELS) / LEVELS
     if layout.version >= 5:
-        # [e, i, k, m]: distance of robot k to task m, for k = i and the neighbours i knows
-        known_k = (nb_known | np.eye(n, dtype=bool)[None])[..., None]
-        reach = np.sort(np.where(known_k, dist[:, None, :, :], np.inf), axis=2)
+        # [e, i, k, m]: distance of robot k to task m for the neighbours i knows, else inf
+        theirs = np.where(nb_known[..., None], dist[:, None, :, :], np.inf)
+        other = theirs.min(axis=2)
+        reach = np.sort(np.concatenate([dist[:, :, None, :], theirs], axis=2), axis=2)
         lth = np.broadcast_to(np.minimum(task_level, n)[:, None, None, :] - 1, (e, n, 1, m))
         coalition = np.take_along_axis(reach, lth, axis=2)[:, :, 0, :]
-        other = np.min(np.where(nb_known[..., None], dist[:, None, :, :], np.inf), axis=2)
         tasks[..., 14] = np.minimum(gather(coalition) / view, REACH_CAP)
         tasks[..., 15] = np.minimum(gather(other) / view, REACH_CAP)
     tasks *= valid[..., None]

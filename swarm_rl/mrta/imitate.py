@@ -193,8 +193,9 @@ def collect_demonstrations(env, steps: int, gamma: float,
 
 
 def merge(demos: list[Demonstrations]) -> Demonstrations:
-    """Several rollouts' demonstrations as one (samples concatenated, shares and returns
-    weighted by sample count)."""
+    """Several rollouts' demonstrations as one: samples concatenated in the order given
+    (oldest first, so the newest rollout's samples end the arrays, where :func:`fit`'s
+    ``per_epoch`` reads its returns), shares and returns weighted by sample count."""
     if len(demos) == 1:
         return demos[0]
     cat = {name: torch.cat([getattr(d, name) for d in demos])
