@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ros_nodes.launcher import DdsSection, LaunchConfig, RobotsSection, SimSection, run_launch
-from swarm_rl.bench_report import aligned_table, cpu_model, package_version
+from swarm_rl.bench_report import aligned_table, cpu_model, figure, package_version
 
 DEFAULT_ROBOTS = (8, 16, 32, 48)
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "formation_velocity_8.onnx"
@@ -80,8 +80,8 @@ def format_table(report: dict[str, Any]) -> str:
     head = ("robots", "processes", "rate Hz", "latency p50 ms", "p99 ms", "sim RTF",
             "ticks answered", "watchdog", "real time")
     body = [(str(r["robots"]), str(r["processes"]), str(r["rate_hz"]),
-             _number(r["latency_p50_ms"], "{:.2f}"), _number(r["latency_p99_ms"], "{:.2f}"),
-             _number(r["real_time_factor"], "{:.3f}"), f"{r['ticks_answered']:.1%}",
+             figure(r["latency_p50_ms"], "{:.2f}"), figure(r["latency_p99_ms"], "{:.2f}"),
+             figure(r["real_time_factor"], "{:.3f}"), f"{r['ticks_answered']:.1%}",
              str(r["watchdog_hover"]), "yes" if r["real_time"] else "no")
             for r in report["rows"]]
     lines = aligned_table(head, body)
@@ -91,8 +91,3 @@ def format_table(report: dict[str, Any]) -> str:
                  + (f"nodes under SCHED_FIFO {report['realtime_priority']})"
                     if report.get("realtime_priority") else "default scheduler)"))
     return "\n".join(lines)
-
-
-def _number(value: float | None, pattern: str) -> str:
-    """``pattern`` of ``value``, or "-" for a figure a run did not produce (no tick flown)."""
-    return "-" if value is None else pattern.format(value)

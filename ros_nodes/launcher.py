@@ -32,6 +32,7 @@ from ros_nodes.task_server import REPORT_FILE as TASK_REPORT
 from ros_nodes.transport import SWARM_STATE_TOPIC, QosKind, host_groups, robot_topic
 from sim.errors import ConfigError
 from swarm_rl import files
+from swarm_rl.bench_report import figure
 
 log = logging.getLogger(__name__)
 FILE_VERSION = 1
@@ -455,25 +456,22 @@ def summarise(cfg: LaunchConfig, bridge: dict[str, Any], status: dict[str, dict[
 
 
 def summary_markdown(s: dict[str, Any]) -> str:
-    def fmt(value: Any, pattern: str) -> str:
-        return "n/a" if value is None else pattern.format(value)
-
     rows = [("drones", s["drones"]), ("scenario", s["scenario"]), ("policy", s["policy"]),
             ("shield", "CBF" if s["shield"] else "off"),
             ("robots per process", s["robots_per_process"]),
-            ("simulated time (s)", fmt(s["sim_seconds"], "{:.1f}")),
-            ("real-time factor", fmt(s["real_time_factor"], "{:.2f}")),
-            ("success rate", fmt(s["success_rate"], "{:.0%}")),
-            ("collisions per drone-minute", fmt(s["collisions_per_drone_minute"], "{:.3f}")),
-            ("min separation (m)", fmt(s["min_separation_m"], "{:.3f}")),
-            ("final distance to goal (m)", fmt(s["final_distance_m"], "{:.3f}")),
+            ("simulated time (s)", figure(s["sim_seconds"], "{:.1f}")),
+            ("real-time factor", figure(s["real_time_factor"], "{:.2f}")),
+            ("success rate", figure(s["success_rate"], "{:.0%}")),
+            ("collisions per drone-minute", figure(s["collisions_per_drone_minute"], "{:.3f}")),
+            ("min separation (m)", figure(s["min_separation_m"], "{:.3f}")),
+            ("final distance to goal (m)", figure(s["final_distance_m"], "{:.3f}")),
             ("shield interventions (share of ticks)",
-             fmt(s["shield_intervention_rate"], "{:.1%}")),
+             figure(s["shield_intervention_rate"], "{:.1%}")),
             ("shield fallbacks", s["shield_fallbacks"]),
             ("state-to-command latency p50 / p99 (ms)",
-             f"{fmt(s['latency_p50_ms'], '{:.2f}')} / {fmt(s['latency_p99_ms'], '{:.2f}')}"),
-            ("policy inference p99 (us)", fmt(s["policy_latency_p99_us"], "{:.0f}")),
-            ("ticks answered within the tick", fmt(s.get("ticks_answered_share"), "{:.1%}")),
+             f"{figure(s['latency_p50_ms'], '{:.2f}')} / {figure(s['latency_p99_ms'], '{:.2f}')}"),
+            ("policy inference p99 (us)", figure(s["policy_latency_p99_us"], "{:.0f}")),
+            ("ticks answered within the tick", figure(s.get("ticks_answered_share"), "{:.1%}")),
             ("watchdog hover / land events", f"{s['watchdog_hover']} / {s['watchdog_land']}")]
     if "link_losses" in s:
         rows += [("landed at the end", ", ".join(f"{k} {v}" for k, v in s["landed"].items())),

@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmark reports: the machine they ran on and aligned text tables."""
+"""Shared pieces of the benchmark reports: the machine they ran on, figures and aligned text
+tables."""
 from __future__ import annotations
 
 from importlib import metadata
@@ -30,3 +31,9 @@ def aligned_table(head: tuple[str, ...], body: list[tuple[str, ...]]) -> list[st
              for row in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
+
+
+def figure(value: float | None, pattern: str) -> str:
+    """``pattern`` of ``value`` (e.g. ``"{:.3f}"``), or "n/a" for a figure a run did not
+    produce (no tick flown, no episode ended)."""
+    return "n/a" if value is None else pattern.format(value)

@@ -25,6 +25,7 @@ from sim.metrics import aggregate
 from sim.observation import ObsLayout
 from sim.swarm_env import SwarmVecEnv
 from swarm_rl import files, plots
+from swarm_rl.bench_report import figure
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +206,16 @@ def summary_markdown(summary: dict) -> str:
         ("backend", summary["backend"]),
         ("seed", summary["seed"]),
         ("episode length (s)", summary["seconds"]),
-        ("success rate", _fmt(summary["success_rate"], "{:.0%}")),
-        ("collisions per drone-minute", _fmt(summary["collisions_per_drone_minute"], "{:.3f}")),
-        ("crash rate", _fmt(summary["crash_rate"], "{:.0%}")),
-        ("min separation (m)", _fmt(summary["min_separation_m"], "{:.3f}")),
-        ("final distance to goal (m)", _fmt(summary["final_distance_m"], "{:.3f}")),
-        ("distance to goal, last 1 s (m)", _fmt(summary["distance_last_1s_m"], "{:.3f}")),
-        ("distance to goal, last 3 s (m)", _fmt(summary["distance_last_3s_m"], "{:.3f}")),
-        ("distance to goal, last 5 s (m)", _fmt(summary["distance_last_5s_m"], "{:.3f}")),
-        ("wall time (s)", _fmt(summary["wall_s"], "{:.2f}")),
-        ("real-time factor", _fmt(summary["real_time_factor"], "{:.1f}")),
+        ("success rate", figure(summary["success_rate"], "{:.0%}")),
+        ("collisions per drone-minute", figure(summary["collisions_per_drone_minute"], "{:.3f}")),
+        ("crash rate", figure(summary["crash_rate"], "{:.0%}")),
+        ("min separation (m)", figure(summary["min_separation_m"], "{:.3f}")),
+        ("final distance to goal (m)", figure(summary["final_distance_m"], "{:.3f}")),
+        ("distance to goal, last 1 s (m)", figure(summary["distance_last_1s_m"], "{:.3f}")),
+        ("distance to goal, last 3 s (m)", figure(summary["distance_last_3s_m"], "{:.3f}")),
+        ("distance to goal, last 5 s (m)", figure(summary["distance_last_5s_m"], "{:.3f}")),
+        ("wall time (s)", figure(summary["wall_s"], "{:.2f}")),
+        ("real-time factor", figure(summary["real_time_factor"], "{:.1f}")),
     ]
     width = max(len(name) for name, _ in rows)
     lines = ["# swarm-rl demo: scripted formation flight", "",
@@ -223,10 +224,6 @@ def summary_markdown(summary: dict) -> str:
     lines += ["", f"Trajectories: [{PLOT_FILE}]({PLOT_FILE}); all figures: [{METRICS_FILE}]"
               f"({METRICS_FILE}).", ""]
     return "\n".join(lines)
-
-
-def _fmt(value: float | None, pattern: str) -> str:
-    return "n/a" if value is None else pattern.format(value)
 
 
 def plot_trajectories(flight: Flight) -> bytes:
