@@ -478,7 +478,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
                  ("link losses / reconnects", f"{sum(s['link_losses'].values())} / "
                                               f"{sum(s['reconnects'].values())}"),
                  ("collision events (emulator ground truth)",
-                  "n/a" if s["collision_events"] is None else s["collision_events"])]
+                  figure(s["collision_events"], "{}"))]
     if "task_return" in s:
         rows += [("tasks completed (level 1 / 2 / 3)",
                   " / ".join(str(v) for v in s["tasks_completed_by_level"])),
@@ -520,4 +520,4 @@ def write_summary_files(out: Path, summary: dict[str, Any], positions: np.ndarra
         plot_trajectories(positions, goals, dt_s, out / PLOT_FILE,
                           f"{summary['drones']} robots over DDS, {summary['scenario']}: "
                           f"{outcome}, min separation "
-                          f"{'n/a' if sep is None else f'{sep:.2f} m'}")
+                          f"{figure(sep, '{:.2f} m')}")

@@ -26,6 +26,7 @@ from sim.errors import ConfigError
 from sim.swarm_env import BACKENDS
 from swarm_rl.errors import (CheckpointError, ExportError, PolicyFileError,
                              PolicyMismatchError)
+from swarm_rl.bench_report import figure
 from swarm_rl.files import json_safe
 
 log = logging.getLogger("swarm_rl")
@@ -143,15 +144,11 @@ def demo(
                f"(real-time factor {summary['real_time_factor']:.1f})")
     typer.echo(f"success rate {summary['success_rate']:.0%}, collisions per drone-minute "
                f"{summary['collisions_per_drone_minute']:.2f}, min separation "
-               f"{_fmt_m(summary['min_separation_m'])}, final distance to goal "
-               f"{_fmt_m(summary['final_distance_m'])}")
+               f"{figure(summary['min_separation_m'], '{:.3f} m')}, final distance to goal "
+               f"{figure(summary['final_distance_m'], '{:.3f} m')}")
     typer.echo(f"wrote {summary['out']}/{{metrics.json,summary.md,trajectories.png}}")
     if as_json:
         emit_json(summary)
-
-
-def _fmt_m(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f} m"
 
 
 @bench_app.command("sim")
@@ -614,7 +611,7 @@ def virtual_crazyflie_cmd(
     summary = server.summary()
     sep = summary["min_separation_m"]
     typer.echo(f"flew {summary['sim_time_s']:.1f} s: {summary['collision_events']} "
-               f"collisions, min separation {_fmt_m(sep)}, max lag "
+               f"collisions, min separation {figure(sep, '{:.3f} m')}, max lag "
                f"{summary['max_lag_ms']:.0f} ms, {summary['handler_errors']} handler errors")
     if as_json:
         emit_json(summary)
